@@ -1,0 +1,1 @@
+"""Flax ports of the Llama and Mistral decoders, their configs and HF checkpoint loading."""

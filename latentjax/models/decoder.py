@@ -1,0 +1,227 @@
+"""One Flax decoder for the Llama and Mistral families (rotate-half RoPE, GQA, RMSNorm, SwiGLU).
+
+The module knows nothing of LoRA, bridges or training. Layers are stacked and scanned so compile time does not
+grow with depth; parameters carry logical axis names that `latentjax.parallel.rules` maps onto a mesh. Module and
+parameter names mirror the Hugging Face tree so the checkpoint map stays a short table.
+"""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import flax.linen as nn
+import flax.struct
+import jax
+import jax.numpy as jnp
+from jax.ad_checkpoint import checkpoint_name
+
+from latentjax.models import rope as rope_lib
+from latentjax.models.config import DecoderConfig
+
+Array = jax.Array
+
+REMAT_POLICIES = {
+    "none": None,
+    "full": jax.checkpoint_policies.nothing_saveable,
+    "save_dots": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
+    "minimal": jax.checkpoint_policies.save_only_these_names("qkv", "attn_out", "mlp_in", "mlp_out"),
+}
+
+
+@flax.struct.dataclass
+class KVCache:
+    """Stacked key/value cache for all layers plus the position and validity of every slot."""
+
+    k: Array  # [layers, batch, slots, kv_heads, head_dim]
+    v: Array
+    positions: Array  # [batch, slots] int32
+    valid: Array  # [batch, slots] bool
+    index: Array  # scalar int32: next slot to write
+
+    @classmethod
+    def zeros(cls, config: DecoderConfig, batch: int, slots: int, dtype: Any) -> "KVCache":
+        shape = (config.num_layers, batch, slots, config.num_kv_heads, config.head_dim)
+        return cls(k=jnp.zeros(shape, dtype), v=jnp.zeros(shape, dtype),
+                   positions=jnp.zeros((batch, slots), jnp.int32), valid=jnp.zeros((batch, slots), bool),
+                   index=jnp.zeros((), jnp.int32))
+
+
+@flax.struct.dataclass
+class DecoderOutput:
+    logits: Optional[Array]  # [batch, seq, vocab] float32, or None when return_logits=False
+    hidden: Array  # [batch, seq, embed]: final hidden state (normed iff apply_final_norm)
+    cache: Optional[KVCache]
+    all_hidden: Optional[Array]  # [layers, batch, seq, embed] outputs of each layer, when asked for
+
+
+def _dense(features: int, names: tuple, use_bias: bool, cfg: DecoderConfig, name: str) -> nn.Dense:
+    return nn.Dense(
+        features, use_bias=use_bias, dtype=jnp.dtype(cfg.dtype), param_dtype=jnp.dtype(cfg.param_dtype),
+        kernel_init=nn.with_logical_partitioning(nn.initializers.normal(0.02), names),
+        bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), names[-1:]), name=name)
+
+
+class RMSNorm(nn.Module):
+    eps: float
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        scale = self.param("scale", nn.with_logical_partitioning(nn.initializers.ones_init(), ("norm",)),
+                           (x.shape[-1],), self.param_dtype)
+        xf = x.astype(jnp.float32)
+        xf = xf * jax.lax.rsqrt(jnp.mean(xf * xf, axis=-1, keepdims=True) + self.eps)
+        return scale.astype(x.dtype) * xf.astype(x.dtype)
+
+
+def make_attention_mask(q_pos: Array, kv_pos: Array, kv_valid: Array, window: Optional[int]) -> Array:
+    """[batch, 1, q, kv] boolean mask: causal by position, padding removed, optional sliding window of W keys."""
+    allowed = kv_valid[:, None, :] & (kv_pos[:, None, :] <= q_pos[:, :, None])
+    if window is not None:
+        allowed &= (q_pos[:, :, None] - kv_pos[:, None, :]) < window
+    return allowed[:, None]
+
+
+class Attention(nn.Module):
+    config: DecoderConfig
+
+    @nn.compact
+    def __call__(self, x, cos, sin, mask, cache_kv, cache_index):
+        cfg = self.config
+        b, t, _ = x.shape
+        q = _dense(cfg.num_heads * cfg.head_dim, ("embed", "heads"), cfg.attention_bias, cfg, "q_proj")(x)
+        k = _dense(cfg.num_kv_heads * cfg.head_dim, ("embed", "kv_heads"), cfg.attention_bias, cfg, "k_proj")(x)
+        v = _dense(cfg.num_kv_heads * cfg.head_dim, ("embed", "kv_heads"), cfg.attention_bias, cfg, "v_proj")(x)
+        q, k, v = (checkpoint_name(a, "qkv") for a in (q, k, v))
+        q = q.reshape(b, t, cfg.num_heads, cfg.head_dim)
+        k = k.reshape(b, t, cfg.num_kv_heads, cfg.head_dim)
+        v = v.reshape(b, t, cfg.num_kv_heads, cfg.head_dim)
+        q = rope_lib.apply_rope(q, cos, sin)
+        k = rope_lib.apply_rope(k, cos, sin)
+        q = nn.with_logical_constraint(q, ("batch", "length", "act_heads", "head_dim"))
+        new_cache = None
+        if cache_kv is not None:
+            ck, cv = cache_kv
+            ck = jax.lax.dynamic_update_slice_in_dim(ck, k.astype(ck.dtype), cache_index, axis=1)
+            cv = jax.lax.dynamic_update_slice_in_dim(cv, v.astype(cv.dtype), cache_index, axis=1)
+            new_cache = (ck, cv)
+            k, v = ck.astype(q.dtype), cv.astype(q.dtype)
+        impl = None if cfg.attention_impl in ("auto", "xla") else cfg.attention_impl
+        if cfg.attention_impl == "xla":
+            impl = "xla"
+        out = jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=impl)
+        out = out.reshape(b, t, cfg.num_heads * cfg.head_dim)
+        out = _dense(cfg.hidden_size, ("heads", "embed"), cfg.attention_bias, cfg, "o_proj")(out)
+        return checkpoint_name(out, "attn_out"), new_cache
+
+
+class MLP(nn.Module):
+    config: DecoderConfig
+
+    @nn.compact
+    def __call__(self, x):
+        cfg = self.config
+        gate = _dense(cfg.intermediate_size, ("embed", "mlp"), cfg.mlp_bias, cfg, "gate_proj")(x)
+        up = _dense(cfg.intermediate_size, ("embed", "mlp"), cfg.mlp_bias, cfg, "up_proj")(x)
+        h = checkpoint_name(nn.silu(gate) * up, "mlp_in")
+        h = nn.with_logical_constraint(h, ("batch", "length", "act_mlp"))
+        out = _dense(cfg.hidden_size, ("mlp", "embed"), cfg.mlp_bias, cfg, "down_proj")(h)
+        return checkpoint_name(out, "mlp_out")
+
+
+class DecoderLayer(nn.Module):
+    config: DecoderConfig
+    collect_hidden: bool = False
+
+    @nn.compact
+    def __call__(self, x, cos, sin, mask, cache_index, cache_kv):
+        cfg = self.config
+        pdt = jnp.dtype(cfg.param_dtype)
+        h, new_cache = Attention(cfg, name="self_attn")(
+            RMSNorm(cfg.rms_norm_eps, pdt, name="input_layernorm")(x), cos, sin, mask, cache_kv, cache_index)
+        x = x + h
+        x = x + MLP(cfg, name="mlp")(RMSNorm(cfg.rms_norm_eps, pdt, name="post_attention_layernorm")(x))
+        x = nn.with_logical_constraint(x, ("batch", "length", "act_embed"))
+        return x, (new_cache, x if self.collect_hidden else None)
+
+
+class Decoder(nn.Module):
+    """Llama/Mistral decoder. Feed `input_ids` or `inputs_embeds`; padding and positions are explicit."""
+
+    config: DecoderConfig
+    collect_hidden: bool = False  # also return every layer's output (HF's hidden_states[1:])
+
+    def setup(self):
+        cfg = self.config
+        self.embed_tokens = nn.Embed(
+            cfg.vocab_size, cfg.hidden_size, dtype=jnp.dtype(cfg.dtype), param_dtype=jnp.dtype(cfg.param_dtype),
+            embedding_init=nn.with_logical_partitioning(nn.initializers.normal(0.02), ("vocab", "embed")))
+        layer = DecoderLayer
+        if cfg.remat_policy != "none":
+            layer = nn.remat(layer, policy=REMAT_POLICIES[cfg.remat_policy], prevent_cse=False)
+        self.layers = nn.scan(
+            layer, variable_axes={"params": 0}, split_rngs={"params": True},
+            in_axes=(nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast, 0),
+            length=cfg.num_layers, metadata_params={nn.PARTITION_NAME: "layers"})(cfg, self.collect_hidden)
+        self.norm = RMSNorm(cfg.rms_norm_eps, jnp.dtype(cfg.param_dtype))
+        if not cfg.tie_word_embeddings:
+            self.lm_head = _dense(cfg.vocab_size, ("embed", "vocab"), False, cfg, "lm_head")
+
+    def embed(self, input_ids: Array) -> Array:
+        return self.embed_tokens(input_ids)
+
+    def __call__(
+        self,
+        input_ids: Optional[Array] = None,
+        attention_mask: Optional[Array] = None,
+        positions: Optional[Array] = None,
+        inputs_embeds: Optional[Array] = None,
+        cache: Optional[KVCache] = None,
+        return_logits: bool = True,
+        apply_final_norm: bool = True,
+    ) -> DecoderOutput:
+        cfg = self.config
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("Pass exactly one of input_ids or inputs_embeds.")
+        x = self.embed(input_ids) if inputs_embeds is None else inputs_embeds.astype(jnp.dtype(cfg.dtype))
+        b, t = x.shape[:2]
+        if attention_mask is None:
+            attention_mask = jnp.ones((b, t), bool)
+        attention_mask = attention_mask.astype(bool)
+        if positions is None:
+            offset = 0 if cache is None else _next_positions(cache)
+            positions = offset + jnp.maximum(jnp.cumsum(attention_mask, axis=1) - 1, 0)
+        positions = positions.astype(jnp.int32)
+        x = nn.with_logical_constraint(x, ("batch", "length", "act_embed"))
+        cos, sin = rope_lib.cos_sin(positions, rope_lib.inverse_frequencies(cfg.rope, cfg.head_dim))
+
+        if cache is None:
+            mask = make_attention_mask(positions, positions, attention_mask, cfg.sliding_window)
+            cache_kv, cache_index = None, jnp.zeros((), jnp.int32)
+        else:
+            idx = cache.index
+            cache = cache.replace(
+                positions=jax.lax.dynamic_update_slice_in_dim(cache.positions, positions, idx, axis=1),
+                valid=jax.lax.dynamic_update_slice_in_dim(cache.valid, attention_mask, idx, axis=1))
+            mask = make_attention_mask(positions, cache.positions, cache.valid, cfg.sliding_window)
+            cache_kv, cache_index = (cache.k, cache.v), idx
+
+        x, (new_kv, all_hidden) = self.layers(x, cos, sin, mask, cache_index, cache_kv)
+        if cache is not None:
+            cache = cache.replace(k=new_kv[0], v=new_kv[1], index=cache.index + t)
+        if apply_final_norm:
+            x = self.norm(x)
+        logits = None
+        if return_logits:
+            if cfg.tie_word_embeddings:
+                logits = self.embed_tokens.attend(x)
+            else:
+                logits = self.lm_head(x)
+            logits = nn.with_logical_constraint(logits.astype(jnp.float32), ("batch", "length", "act_vocab"))
+        return DecoderOutput(logits=logits, hidden=x, cache=cache,
+                             all_hidden=all_hidden)
+
+
+def _next_positions(cache: KVCache) -> Array:
+    """Per row, one past the largest position already in the cache ([batch, 1])."""
+    seen = jnp.where(cache.valid, cache.positions, -1)
+    return (jnp.max(seen, axis=1) + 1)[:, None]

@@ -1,0 +1,143 @@
+"""`LanguageModel`: a frozen decoder's config, params and jitted entry points; `from_pretrained` builds one."""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+from typing import Any, Optional
+
+import jax
+import jax.numpy as jnp
+from jax.sharding import Mesh
+
+from latentjax.models.config import DecoderConfig, load_hf_config
+from latentjax.models.decoder import Decoder, DecoderOutput
+from latentjax.models.loading import load_params
+from latentjax.parallel import rules as rules_lib
+
+
+def abstract_params(config: DecoderConfig) -> Any:
+    """Boxed (logically annotated) parameter shapes, without allocating anything."""
+    ids = jnp.zeros((1, 1), jnp.int32)
+    return jax.eval_shape(lambda: Decoder(config).init(jax.random.PRNGKey(0), ids))["params"]
+
+
+def param_shardings(config: DecoderConfig, mesh: Mesh, rules=rules_lib.DEFAULT_RULES) -> Any:
+    return rules_lib.shardings_of(abstract_params(config), mesh, rules)
+
+
+def init_params(config: DecoderConfig, rng: jax.Array, mesh: Optional[Mesh] = None,
+                rules=rules_lib.DEFAULT_RULES) -> Any:
+    """Random parameters (for tests and benchmarks), created directly in their sharding."""
+    mesh = mesh or rules_lib.single_device_mesh()
+    shardings = param_shardings(config, mesh, rules)
+    ids = jnp.zeros((1, 1), jnp.int32)
+    init = jax.jit(lambda r: rules_lib.unbox(Decoder(config).init(r, ids)["params"]), out_shardings=shardings)
+    return init(rng)
+
+
+def truncate_layers(config: DecoderConfig, params: Any, num_layers: int) -> tuple[DecoderConfig, Any]:
+    """The first `num_layers` layers only (a bridge sender never runs the layers above its tap)."""
+    params = dict(params)
+    params["layers"] = jax.tree.map(lambda x: x[:num_layers], params["layers"])
+    return config.replace(num_layers=num_layers), params
+
+
+@dataclasses.dataclass
+class LanguageModel:
+    """A decoder with its parameters. Calling it returns float32 logits [batch, seq, vocab]."""
+
+    config: DecoderConfig
+    params: Any
+    mesh: Mesh
+    rules: tuple = rules_lib.DEFAULT_RULES
+    path: Optional[str] = None
+    _tokenizer: Any = None
+
+    @property
+    def module(self) -> Decoder:
+        return Decoder(self.config)
+
+    def apply(self, params: Any, *args, **kwargs) -> DecoderOutput:
+        """Pure forward (use inside your own jitted functions)."""
+        return Decoder(self.config).apply({"params": params}, *args, **kwargs)
+
+    def embed(self, params: Any, input_ids: jax.Array) -> jax.Array:
+        return Decoder(self.config).apply({"params": params}, input_ids, method=Decoder.embed)
+
+    def __call__(self, input_ids, attention_mask=None, positions=None, inputs_embeds=None) -> jax.Array:
+        with jax.set_mesh(self.mesh):
+            return _forward_logits(self.config, self.rules, self.params, input_ids, attention_mask, positions,
+                                   inputs_embeds)
+
+    def hidden_states(self, layer: int, input_ids, attention_mask=None, positions=None) -> jax.Array:
+        """HF's `hidden_states[layer]`: 0 = embeddings, L = after L blocks (before the final norm, except the
+        last, which HF returns normed). Negative indices count from the end; only the layers needed are run."""
+        n = self.config.num_layers
+        layer = layer + n + 1 if layer < 0 else layer
+        if not 0 <= layer <= n:
+            raise ValueError(f"layer must be in [-{n + 1}, {n}] for a {n}-layer model, got {layer}.")
+        with jax.set_mesh(self.mesh):
+            return _hidden_at(self.config, self.rules, layer, self.params, input_ids, attention_mask, positions)
+
+    @property
+    def tokenizer(self):
+        if self._tokenizer is None:
+            if self.path is None:
+                raise ValueError("This model was not loaded from a folder, so it has no tokenizer.")
+            self._tokenizer = load_tokenizer(self.path, self.config)
+        return self._tokenizer
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _forward_logits(config, rules, params, input_ids, attention_mask, positions, inputs_embeds):
+    with rules_lib.axis_rules(rules):
+        out = Decoder(config).apply({"params": params}, input_ids, attention_mask, positions, inputs_embeds)
+    return out.logits
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def _hidden_at(config, rules, layer, params, input_ids, attention_mask, positions):
+    with rules_lib.axis_rules(rules):
+        if layer == 0:
+            return Decoder(config).apply({"params": params}, input_ids, method=Decoder.embed)
+        final = layer == config.num_layers
+        cfg, p = (config, params) if final else truncate_layers(config, params, layer)
+        out = Decoder(cfg).apply({"params": p}, input_ids, attention_mask, positions, return_logits=False,
+                                 apply_final_norm=final)
+    return out.hidden
+
+
+def load_tokenizer(path: str, config: DecoderConfig):
+    """The folder's tokenizer (and chat template), checked against the embedding matrix."""
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(path)
+    except Exception as e:  # transformers raises many types here
+        raise FileNotFoundError(f"No usable tokenizer in {path} ({type(e).__name__}: {e}).") from e
+    if len(tok) > config.vocab_size:
+        raise ValueError(
+            f"The tokenizer in {path} has {len(tok)} tokens but the model's embedding matrix has "
+            f"{config.vocab_size} rows; use the tokenizer that was trained with this model.")
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    tok.padding_side = "left"
+    return tok
+
+
+def from_pretrained(path: str, dtype: str = "float32", mesh: Optional[Mesh] = None,
+                    rules=rules_lib.DEFAULT_RULES, param_dtype: Optional[str] = None,
+                    **config_overrides: Any) -> LanguageModel:
+    """Load an HF Llama/Mistral folder. `dtype` is the compute dtype; parameters are stored in `param_dtype`
+    (default: same as `dtype`). Extra keyword arguments override DecoderConfig fields (e.g. remat_policy)."""
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"Model folder {path!r} does not exist.")
+    config = load_hf_config(path, dtype=dtype, param_dtype=param_dtype or dtype, **config_overrides)
+    mesh = mesh or rules_lib.single_device_mesh()
+    from latentjax.parallel.mesh import check_model_fits_mesh
+
+    check_model_fits_mesh(config, mesh, rules)
+    boxed = abstract_params(config)
+    params = load_params(path, config, rules_lib.unbox(boxed), rules_lib.shardings_of(boxed, mesh, rules))
+    return LanguageModel(config=config, params=params, mesh=mesh, rules=rules, path=path)
