@@ -159,7 +159,7 @@ class Decoder(nn.Module):
         if cfg.remat_policy != "none":
             layer = nn.remat(layer, policy=REMAT_POLICIES[cfg.remat_policy], prevent_cse=False)
         self.layers = nn.scan(
-            layer, variable_axes={"params": 0}, split_rngs={"params": True},
+            layer, variable_axes={True: 0}, split_rngs={"params": True},
             in_axes=(nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast, 0),
             length=cfg.num_layers, metadata_params={nn.PARTITION_NAME: "layers"})(cfg, self.collect_hidden)
         self.norm = RMSNorm(cfg.rms_norm_eps, jnp.dtype(cfg.param_dtype))

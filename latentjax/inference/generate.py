@@ -1,0 +1,131 @@
+"""Batched generation: one jitted prefill plus a `lax.while_loop` decode over a KV cache.
+
+Prompts are left-padded (an attention mask marks the real tokens), so every row's next token sits in the last
+column. `apply_fn(params, input_ids, attention_mask, positions, inputs_embeds, cache)` is the model's pure forward
+(`Decoder.apply` by default); adapters pass their own forward, so generation knows nothing of LoRA or bridges.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Callable, Optional, Sequence
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from latentjax.inference.sampling import SamplingConfig, sample
+from latentjax.models.config import DecoderConfig
+from latentjax.models.decoder import Decoder, KVCache
+from latentjax.parallel import rules as rules_lib
+
+
+@flax.struct.dataclass
+class GenerationOutput:
+    tokens: jax.Array  # [batch, max_new_tokens], pad_token_id after a stop token
+    lengths: jax.Array  # [batch] tokens generated, the stop token included
+
+
+def decoder_apply(config: DecoderConfig) -> Callable:
+    """The plain decoder forward in the signature generation expects."""
+    return functools.partial(_decoder_apply, config)
+
+
+def _decoder_apply(config, params, input_ids, attention_mask, positions, inputs_embeds, cache):
+    return Decoder(config).apply({"params": params}, input_ids, attention_mask, positions, inputs_embeds, cache)
+
+
+@functools.partial(jax.jit, static_argnames=("apply_fn", "config", "max_new_tokens", "sampling", "stop_token_ids",
+                                             "pad_token_id", "rules"))
+def _generate(params, input_ids, attention_mask, inputs_embeds, rng, *, apply_fn, config, max_new_tokens, sampling,
+              stop_token_ids, pad_token_id, rules):
+    with rules_lib.axis_rules(rules):
+        ref = input_ids if inputs_embeds is None else inputs_embeds
+        batch, prompt_len = ref.shape[:2]
+        cache = KVCache.zeros(config, batch, prompt_len + max_new_tokens, jnp.dtype(config.dtype))
+        out = apply_fn(params, input_ids, attention_mask, None, inputs_embeds, cache)
+        stops = jnp.asarray(stop_token_ids or (-1,), jnp.int32)
+
+        def cond(state):
+            i, _, _, done, _, _ = state
+            return (i < max_new_tokens) & ~jnp.all(done)
+
+        def body(state):
+            i, cache, logits, done, tokens, rng = state
+            rng, key = jax.random.split(rng)
+            tok = sample(logits, key, sampling)
+            tok = jnp.where(done, pad_token_id, tok)
+            tokens = tokens.at[:, i].set(tok)
+            done = done | jnp.isin(tok, stops)
+            step = apply_fn(params, tok[:, None], jnp.ones((batch, 1), bool), None, None, cache)
+            return i + 1, step.cache, step.logits[:, -1], done, tokens, rng
+
+        tokens = jnp.full((batch, max_new_tokens), pad_token_id, jnp.int32)
+        state = (jnp.zeros((), jnp.int32), out.cache, out.logits[:, -1], jnp.zeros((batch,), bool), tokens, rng)
+        _, _, _, _, tokens, _ = jax.lax.while_loop(cond, body, state)
+    is_stop = jnp.isin(tokens, stops)
+    first_stop = jnp.where(jnp.any(is_stop, axis=1), jnp.argmax(is_stop, axis=1) + 1, max_new_tokens)
+    return GenerationOutput(tokens=tokens, lengths=first_stop.astype(jnp.int32))
+
+
+def generate(
+    config: DecoderConfig,
+    params: Any,
+    input_ids: Optional[Any] = None,
+    attention_mask: Optional[Any] = None,
+    *,
+    inputs_embeds: Optional[Any] = None,
+    max_new_tokens: int = 32,
+    sampling: SamplingConfig = SamplingConfig(),
+    stop_token_ids: Sequence[int] = (),
+    pad_token_id: int = 0,
+    rng: Optional[jax.Array] = None,
+    apply_fn: Optional[Callable] = None,
+    mesh: Optional[jax.sharding.Mesh] = None,
+    rules=rules_lib.DEFAULT_RULES,
+) -> GenerationOutput:
+    """Generate up to `max_new_tokens` for left-padded prompts (ids or embeddings). Compiles once per shape."""
+    if (input_ids is None) == (inputs_embeds is None):
+        raise ValueError("Pass exactly one of input_ids or inputs_embeds to generate().")
+    if not sampling.greedy and rng is None:
+        raise ValueError("Sampling with temperature > 0 needs an explicit PRNG key: pass rng=jax.random.key(seed).")
+    ref = input_ids if inputs_embeds is None else inputs_embeds
+    if attention_mask is not None:
+        mask = np.asarray(attention_mask)
+        if mask.shape[1] and not mask[:, -1].all():
+            raise ValueError("generate() expects left-padded prompts: the last column of attention_mask must be all "
+                             "ones (set tokenizer.padding_side = 'left').")
+    else:
+        attention_mask = jnp.ones(ref.shape[:2], bool)
+    rng = jax.random.key(0) if rng is None else rng
+    mesh = mesh or rules_lib.single_device_mesh()
+    with jax.set_mesh(mesh):
+        return _generate(params, None if input_ids is None else jnp.asarray(input_ids, jnp.int32),
+                         jnp.asarray(attention_mask, bool), inputs_embeds, rng,
+                         apply_fn=apply_fn or decoder_apply(config), config=config, max_new_tokens=max_new_tokens,
+                         sampling=sampling, stop_token_ids=tuple(int(t) for t in stop_token_ids),
+                         pad_token_id=int(pad_token_id), rules=rules)
+
+
+def generate_text(model, prompts: Sequence[str], *, chat: bool = True, max_new_tokens: int = 64,
+                  sampling: SamplingConfig = SamplingConfig(), rng: Optional[jax.Array] = None,
+                  system: Optional[str] = None) -> list[str]:
+    """Tokenize (with the model's chat template when `chat`), generate, and decode replies."""
+    tok = model.tokenizer
+    if chat:
+        texts = []
+        for p in prompts:
+            messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": p}]
+            texts.append(tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
+        enc = tok(texts, return_tensors="np", padding=True, add_special_tokens=False)
+    else:
+        enc = tok(list(prompts), return_tensors="np", padding=True)
+    stops = set(model.config.eos_token_ids)
+    if tok.eos_token_id is not None:
+        stops.add(tok.eos_token_id)
+    out = generate(model.config, model.params, enc["input_ids"], enc["attention_mask"],
+                   max_new_tokens=max_new_tokens, sampling=sampling, stop_token_ids=sorted(stops),
+                   pad_token_id=tok.pad_token_id, rng=rng, mesh=model.mesh, rules=model.rules)
+    tokens, lengths = np.asarray(out.tokens), np.asarray(out.lengths)
+    return [tok.decode(t[:n], skip_special_tokens=True) for t, n in zip(tokens, lengths)]

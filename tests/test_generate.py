@@ -1,0 +1,87 @@
+"""Generation: greedy equals transformers' generate token for token; sampling filters behave as HF's."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+from transformers.generation.logits_process import TopKLogitsWarper, TopPLogitsWarper
+
+import latentjax
+from latentjax.inference.generate import generate
+from latentjax.inference.sampling import SamplingConfig, _top_p_filter, sample
+from tests.test_models import left_padded
+
+
+@pytest.mark.parametrize("variant", ["llama31", "mistral_window", "llama2_tied"])
+def test_greedy_batched_generation_matches_transformers(tiny_dirs, variant):
+    path = tiny_dirs[variant]
+    ids, mask = left_padded(np.random.RandomState(10), [5, 19, 11])
+    model = latentjax.from_pretrained(path)
+    ours = generate(model.config, model.params, ids, mask, max_new_tokens=32, stop_token_ids=[2], pad_token_id=0)
+    hf = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    ref = hf.generate(torch.tensor(ids), attention_mask=torch.tensor(mask), max_new_tokens=32, do_sample=False,
+                      eos_token_id=2, pad_token_id=0)[:, ids.shape[1]:].numpy()
+    tokens = np.asarray(ours.tokens)
+    np.testing.assert_array_equal(tokens[:, :ref.shape[1]], ref)
+    assert (tokens[:, ref.shape[1]:] == 0).all()
+
+
+def test_stop_tokens_end_rows_and_pad_the_rest(tiny_dirs):
+    model = latentjax.from_pretrained(tiny_dirs["llama31"])
+    ids, mask = left_padded(np.random.RandomState(11), [6, 9])
+    free = np.asarray(generate(model.config, model.params, ids, mask, max_new_tokens=12).tokens)
+    stop = int(free[0, 3])  # make the 4th greedy token of row 0 a stop token
+    out = generate(model.config, model.params, ids, mask, max_new_tokens=12, stop_token_ids=[stop], pad_token_id=-1)
+    tokens, lengths = np.asarray(out.tokens), np.asarray(out.lengths)
+    first = int(np.argmax(free[0] == stop))
+    assert lengths[0] == first + 1
+    assert (tokens[0, first + 1:] == -1).all() and tokens[0, first] == stop
+
+
+def test_generation_from_embeddings_equals_from_ids(tiny_dirs):
+    model = latentjax.from_pretrained(tiny_dirs["mistral_nowindow"])
+    ids, mask = left_padded(np.random.RandomState(12), [8, 8])
+    a = generate(model.config, model.params, ids, mask, max_new_tokens=10)
+    b = generate(model.config, model.params, inputs_embeds=model.embed(model.params, ids), attention_mask=mask,
+                 max_new_tokens=10)
+    np.testing.assert_array_equal(np.asarray(a.tokens), np.asarray(b.tokens))
+
+
+def test_sampling_is_reproducible_by_key_and_top_k_1_is_greedy(tiny_dirs):
+    model = latentjax.from_pretrained(tiny_dirs["llama31"])
+    ids, mask = left_padded(np.random.RandomState(13), [7, 4])
+    run = lambda key, s: np.asarray(generate(model.config, model.params, ids, mask, max_new_tokens=16, sampling=s,
+                                             rng=key).tokens)
+    hot = SamplingConfig(temperature=1.0, top_p=0.95)
+    a, b, c = run(jax.random.key(1), hot), run(jax.random.key(1), hot), run(jax.random.key(2), hot)
+    np.testing.assert_array_equal(a, b)
+    assert (a != c).any()
+    greedy = run(None, SamplingConfig())
+    np.testing.assert_array_equal(run(jax.random.key(3), SamplingConfig(temperature=0.7, top_k=1)), greedy)
+
+
+def test_sampling_without_key_is_refused(tiny_dirs):
+    model = latentjax.from_pretrained(tiny_dirs["llama31"])
+    with pytest.raises(ValueError, match="PRNG key"):
+        generate(model.config, model.params, np.ones((1, 3), np.int32), sampling=SamplingConfig(temperature=1.0))
+
+
+def test_right_padded_prompts_are_refused(tiny_dirs):
+    model = latentjax.from_pretrained(tiny_dirs["llama31"])
+    with pytest.raises(ValueError, match="left-padded"):
+        generate(model.config, model.params, np.ones((1, 3), np.int32), np.array([[1, 1, 0]]))
+
+
+@pytest.mark.parametrize("top_p", [0.3, 0.8, 0.95])
+def test_top_p_and_top_k_filters_keep_the_same_tokens_as_transformers(top_p):
+    logits = np.random.RandomState(14).randn(4, 50).astype(np.float32) * 3
+    ours = np.isfinite(np.asarray(_top_p_filter(jnp.asarray(logits), top_p)))
+    ref = np.isfinite(TopPLogitsWarper(top_p)(None, torch.tensor(logits)).numpy())
+    np.testing.assert_array_equal(ours, ref)
+    cfg = SamplingConfig(temperature=1.0, top_k=5)
+    draws = np.stack([np.asarray(sample(jnp.asarray(logits), jax.random.key(i), cfg)) for i in range(200)])
+    allowed = np.isfinite(TopKLogitsWarper(5)(None, torch.tensor(logits)).numpy())
+    assert all(allowed[row, draws[:, row]].all() for row in range(4))

@@ -1,0 +1,171 @@
+"""The Flax ports equal transformers (PyTorch, CPU): logits, hidden states, padding, config forms, errors."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+import latentjax
+from latentjax.models.config import ConfigError, from_hf_dict, load_hf_config
+from latentjax.models.loading import CheckpointError
+from tests.conftest import TINY_VARIANTS, relative_error
+
+F32_TOL = 1e-4
+BF16_TOL = 2e-2
+
+
+def hf_logits(path, ids, mask=None, dtype=torch.float32):
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    kwargs = {}
+    if mask is not None:
+        kwargs = dict(attention_mask=torch.tensor(mask), position_ids=torch.tensor(np.maximum(mask.cumsum(1) - 1, 0)))
+    with torch.no_grad():
+        return model(torch.tensor(ids), **kwargs).logits.float().numpy()
+
+
+def left_padded(rs, lengths, vocab=331):
+    t = max(lengths)
+    ids = np.zeros((len(lengths), t), np.int64)
+    mask = np.zeros((len(lengths), t), np.int64)
+    for i, n in enumerate(lengths):
+        ids[i, t - n:] = rs.randint(3, vocab, size=n)
+        mask[i, t - n:] = 1
+    return ids, mask
+
+
+@pytest.mark.parametrize("variant", list(TINY_VARIANTS))
+def test_float32_logits_match_transformers(tiny_dirs, variant):
+    path = tiny_dirs[variant]
+    ids = np.random.RandomState(0).randint(3, 331, size=(2, 200))  # long: short prompts hide RoPE bugs
+    ours = np.asarray(latentjax.from_pretrained(path)(ids))
+    assert ours.shape == (2, 200, 331)
+    assert relative_error(ours, hf_logits(path, ids)) < F32_TOL
+
+
+@pytest.mark.parametrize("variant", ["llama31", "mistral_window"])
+def test_left_padded_batch_matches_transformers_and_unpadded(tiny_dirs, variant):
+    path = tiny_dirs[variant]
+    ids, mask = left_padded(np.random.RandomState(1), [37, 12, 25])
+    model = latentjax.from_pretrained(path)
+    ours = np.asarray(model(ids, mask))
+    ref = hf_logits(path, ids, mask)
+    valid = mask.astype(bool)
+    assert relative_error(ours[valid], ref[valid]) < F32_TOL
+    alone = np.asarray(model(ids[1:2, -12:]))  # the 12-token prompt without its padding
+    assert relative_error(ours[1, -12:], alone[0]) < F32_TOL
+
+
+def test_sliding_window_changes_logits_only_beyond_window(tiny_dirs):
+    cfg = load_hf_config(tiny_dirs["mistral_window"])
+    assert cfg.sliding_window == 7
+    ids = np.random.RandomState(2).randint(3, 331, size=(1, 30))
+    windowed = latentjax.from_pretrained(tiny_dirs["mistral_window"])
+    full = latentjax.from_pretrained(tiny_dirs["mistral_window"], sliding_window=None)
+    a, b = np.asarray(windowed(ids)), np.asarray(full(ids))
+    np.testing.assert_allclose(a[0, :7], b[0, :7], rtol=1e-5, atol=1e-5)  # inside the window: identical
+    assert np.abs(a[0, 10:] - b[0, 10:]).max() > 1e-3  # beyond it: the window must matter
+
+
+def test_inputs_embeds_equals_input_ids(tiny_dirs):
+    model = latentjax.from_pretrained(tiny_dirs["llama31"])
+    ids = np.random.RandomState(3).randint(3, 331, size=(2, 20))
+    embeds = model.embed(model.params, ids)
+    np.testing.assert_allclose(np.asarray(model(None, inputs_embeds=embeds)), np.asarray(model(ids)), rtol=1e-6,
+                               atol=1e-6)
+
+
+@pytest.mark.parametrize("layer", [0, 1, 2, 3, -1, -2])
+def test_hidden_states_match_transformers_numbering(tiny_dirs, layer):
+    path = tiny_dirs["llama31"]
+    ids, mask = left_padded(np.random.RandomState(4), [30, 18])
+    ours = np.asarray(latentjax.from_pretrained(path).hidden_states(layer, ids, mask))
+    hf = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    with torch.no_grad():
+        ref = hf(torch.tensor(ids), attention_mask=torch.tensor(mask),
+                 position_ids=torch.tensor(np.maximum(mask.cumsum(1) - 1, 0)),
+                 output_hidden_states=True).hidden_states[layer].numpy()
+    valid = mask.astype(bool)
+    assert relative_error(ours[valid], ref[valid]) < F32_TOL
+
+
+def test_sharded_safetensors_checkpoint_loads(tiny_dirs, tmp_path):
+    src = tiny_dirs["llama31"]
+    model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32)
+    model.save_pretrained(tmp_path, max_shard_size="100KB")
+    assert os.path.exists(tmp_path / "model.safetensors.index.json")
+    ids = np.random.RandomState(5).randint(3, 331, size=(1, 40))
+    assert relative_error(latentjax.from_pretrained(str(tmp_path))(ids), hf_logits(src, ids)) < F32_TOL
+
+
+def test_transformers4_config_keys_give_same_model(tiny_dirs, tmp_path):
+    """Real checkpoints carry top-level rope_theta / rope_scaling (transformers 4.x), not rope_parameters."""
+    src = tiny_dirs["llama31"]
+    shutil.copytree(src, tmp_path / "old", dirs_exist_ok=True)
+    with open(os.path.join(src, "config.json")) as f:
+        raw = json.load(f)
+    params = raw.pop("rope_parameters")
+    raw["rope_theta"] = params.pop("rope_theta")
+    raw["rope_scaling"] = params
+    with open(tmp_path / "old" / "config.json", "w") as f:
+        json.dump(raw, f)
+    new_cfg, old_cfg = load_hf_config(src), load_hf_config(str(tmp_path / "old"))
+    assert new_cfg == old_cfg and new_cfg.rope.rope_type == "llama3" and new_cfg.rope.theta == 500000.0
+    ids = np.random.RandomState(6).randint(3, 331, size=(1, 64))
+    np.testing.assert_array_equal(np.asarray(latentjax.from_pretrained(src)(ids)),
+                                  np.asarray(latentjax.from_pretrained(str(tmp_path / "old"))(ids)))
+
+
+@pytest.mark.parametrize("variant", ["llama31", "mistral_window"])
+def test_bfloat16_logits_match_transformers_bfloat16(tiny_dirs, variant):
+    path = tiny_dirs[variant]
+    ids = np.random.RandomState(7).randint(3, 331, size=(2, 128))
+    ours = np.asarray(latentjax.from_pretrained(path, dtype="bfloat16")(ids))
+    assert relative_error(ours, hf_logits(path, ids, dtype=torch.bfloat16)) < BF16_TOL
+
+
+def test_unsupported_architecture_and_rope_are_named():
+    base = dict(model_type="llama", architectures=["LlamaForCausalLM"], vocab_size=10, hidden_size=8,
+                intermediate_size=16, num_hidden_layers=1, num_attention_heads=2)
+    with pytest.raises(ConfigError, match="GPTNeoXForCausalLM"):
+        from_hf_dict(dict(base, model_type="gpt_neox", architectures=["GPTNeoXForCausalLM"]))
+    with pytest.raises(ConfigError, match="yarn"):
+        from_hf_dict(dict(base, rope_scaling={"rope_type": "yarn", "factor": 4.0}))
+    with pytest.raises(ConfigError, match="longrope"):
+        from_hf_dict(dict(base, rope_parameters={"rope_type": "longrope", "rope_theta": 1e4}))
+
+
+def test_missing_files_and_mismatched_weights_are_clear_errors(tiny_dirs, tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        latentjax.from_pretrained(str(tmp_path / "nowhere"))
+    empty = tmp_path / "empty"
+    shutil.copytree(tiny_dirs["llama31"], empty)
+    os.remove(empty / "model.safetensors")
+    with pytest.raises(CheckpointError, match="No model.safetensors"):
+        latentjax.from_pretrained(str(empty))
+    # config says 4 layers, weights have 3
+    wrong = tmp_path / "wrong"
+    shutil.copytree(tiny_dirs["llama31"], wrong)
+    with open(wrong / "config.json") as f:
+        raw = json.load(f)
+    raw["num_hidden_layers"] = 4
+    raw["intermediate_size"] = 140
+    with open(wrong / "config.json", "w") as f:
+        json.dump(raw, f)
+    with pytest.raises(CheckpointError, match="missing|shape"):
+        latentjax.from_pretrained(str(wrong))
+
+
+def test_tokenizer_larger_than_embedding_is_refused(smollm2_dir, tiny_dirs, tmp_path):
+    folder = tmp_path / "mismatch"
+    shutil.copytree(tiny_dirs["llama31"], folder)
+    for name in os.listdir(smollm2_dir):
+        if name.startswith(("tokenizer", "special_tokens", "chat_template")):
+            shutil.copy(os.path.join(smollm2_dir, name), folder / name)
+    model = latentjax.from_pretrained(str(folder))
+    with pytest.raises(ValueError, match="49152 tokens but the model's embedding matrix has 331"):
+        model.tokenizer
