@@ -1,19 +1,22 @@
 """Load HF safetensors checkpoints (single file or sharded) straight into sharded JAX arrays.
 
 Each parameter is built with `jax.make_array_from_callback`: every device's slice is read from the file with
-safetensors' sliced reads, so a process only reads what its devices hold and the model is never in host memory
-twice (at most one stacked tensor at a time on a single host).
+safetensors' sliced reads, so a process only reads what its devices hold. Per-layer tensors go to the devices one
+layer at a time and are stacked there, so host memory holds at most one layer's slice of one weight at a time.
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 from typing import Any, Optional
 
 import jax
+import jax.numpy as jnp
 import ml_dtypes  # noqa: F401  (registers bfloat16 with numpy, so safetensors can read bf16 slices)
 import numpy as np
 from flax.traverse_util import flatten_dict, unflatten_dict
+from jax.sharding import NamedSharding, PartitionSpec as P
 from safetensors import safe_open
 
 from latentjax.models.config import DecoderConfig
@@ -70,18 +73,24 @@ def _expected_hf_shape(entry: Entry, shape: tuple) -> tuple:
     return tuple(reversed(shape)) if entry.transpose else tuple(shape)
 
 
-def _read_block(reader: _Reader, entry: Entry, index: tuple, dtype) -> np.ndarray:
-    """Read the part of one (possibly stacked, transposed) parameter that `index` selects."""
-    def one(key: str, idx: tuple) -> np.ndarray:
-        hf_idx = tuple(reversed(idx)) if entry.transpose else idx
-        block = reader.slice(key)[hf_idx] if hf_idx else reader.slice(key)[:]
-        block = block.T if entry.transpose else block
-        return np.asarray(block, dtype=dtype)
+def _place_hf(reader: _Reader, key: str, hf_shape: tuple, sharding, dtype) -> jax.Array:
+    """One checkpoint tensor as a global array; each device's callback reads only its own slice."""
 
-    if not entry.stacked:
-        return one(entry.hf_key(), index)
-    layers = range(index[0].start, index[0].stop, index[0].step)
-    return np.stack([one(entry.hf_key(i), index[1:]) for i in layers])
+    def callback(index):
+        index = tuple(index) + (slice(None),) * (len(hf_shape) - len(index))
+        index = tuple(slice(*s.indices(n)) for s, n in zip(index, hf_shape))
+        return np.asarray(reader.slice(key)[index] if index else reader.slice(key)[:], dtype=dtype)
+
+    return jax.make_array_from_callback(hf_shape, sharding, callback)
+
+
+@functools.lru_cache(maxsize=None)
+def _assemble(sharding, transpose: bool, stacked: bool):
+    def assemble(*pieces):
+        pieces = [p.T if transpose else p for p in pieces]
+        return jnp.stack(pieces) if stacked else pieces[0]
+
+    return jax.jit(assemble, out_shardings=sharding)
 
 
 def load_params(path: str, config: DecoderConfig, abstract_params: Any, shardings: Any,
@@ -113,13 +122,14 @@ def load_params(path: str, config: DecoderConfig, abstract_params: Any, sharding
                     "in this folder come from different models.")
             used.add(key)
         sharding = flat_shardings[entry.path]
-
-        def callback(index, entry=entry, shape=shape):
-            index = tuple(index) + (slice(None),) * (len(shape) - len(index))
-            index = tuple(slice(*s.indices(n)) for s, n in zip(index, shape))
-            return _read_block(reader, entry, index, target_dtype)
-
-        flat_out[entry.path] = jax.make_array_from_callback(shape, sharding, callback)
+        # Tensors go to the devices in HF layout, one layer at a time, and are transposed and stacked there: the
+        # host never transposes and holds at most one layer's slice of one weight.
+        spec = tuple(sharding.spec) + (None,) * (len(shape) - len(tuple(sharding.spec)))
+        per_layer = spec[1:] if entry.stacked else spec
+        hf_sharding = NamedSharding(sharding.mesh, P(*(reversed(per_layer) if entry.transpose else per_layer)))
+        pieces = [_place_hf(reader, key, reader.shape(key), hf_sharding, target_dtype) for key in keys]
+        flat_out[entry.path] = _assemble(sharding, entry.transpose, entry.stacked)(*pieces)
+        del pieces
     unexpected = sorted(k for k in files if k not in used and not k.endswith(IGNORED_SUFFIXES))
     if unexpected:
         raise CheckpointError(
