@@ -30,9 +30,11 @@ DEFAULT_RULES: tuple[tuple[str, Any], ...] = (
     ("lora_rank", None),
     ("bridge_in", "fsdp"),
     ("bridge_width", None),
+    ("bridge_heads", "tensor"),
     ("bridge_mlp", "tensor"),
     ("bridge_latents", None),
     ("bridge_out", "fsdp"),
+    ("bridge_code", None),
     ("scalar", None),
     # activations
     ("batch", ("data", "fsdp")),

@@ -8,7 +8,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Optional, Union
 
-from latentjax.tasks.base import ClassificationTask, load_rows, passkey_score, select
+from latentjax.eval.classification import AGNEWS_SCIENCE_ALIASES
+from latentjax.tasks.base import ClassificationTask, load_rows, select
 from latentjax.tasks.passkey import PasskeyTask
 
 Task = Union[ClassificationTask, PasskeyTask]
@@ -22,7 +23,7 @@ AG_NEWS = ClassificationTask(
     name="ag_news", dataset="ag_news", train_split="train", eval_split="test",
     sender_template="Article: {text}\nTopic (world, sports, business, or science):", sender_max_chars=256,
     sender_max_tokens=256, primer="Topic:", labels=("world", "sports", "business", "science"),
-    aliases=((3, ("science", "technology", "tech", "sci/tech", "scitech")),))
+    aliases=((3, AGNEWS_SCIENCE_ALIASES),))
 
 
 def banking77(data_dir: Optional[str] = None, **options: Any) -> ClassificationTask:
@@ -34,7 +35,7 @@ def banking77(data_dir: Optional[str] = None, **options: Any) -> ClassificationT
     task = ClassificationTask(
         name="banking77", dataset="banking77", train_split="train", eval_split="test", sender_template="{text}",
         sender_max_tokens=256, primer="Intent: ", labels=names, answer_prefix="", answer_eos=False,
-        underscore_as_space=True, max_new_tokens=20)
+        max_new_tokens=20)
     return dataclasses.replace(task, **options) if options else task
 
 
@@ -57,4 +58,4 @@ def get_task(name: str, **options: Any) -> Task:
 
 
 __all__ = ["AG_NEWS", "SST2", "ClassificationTask", "PasskeyTask", "Task", "banking77", "get_task", "load_rows",
-           "names", "passkey_score", "select"]
+           "names", "select"]
