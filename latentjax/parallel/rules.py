@@ -48,12 +48,20 @@ DEFAULT_RULES: tuple[tuple[str, Any], ...] = (
 
 
 def rules_from_config(overrides: Optional[dict] = None) -> tuple[tuple[str, Any], ...]:
-    """DEFAULT_RULES with entries replaced by `overrides` ({logical: mesh axis | list | None})."""
+    """DEFAULT_RULES with entries replaced by `overrides` ({logical: mesh axis | list of mesh axes | None})."""
     table = dict(DEFAULT_RULES)
-    for key, value in (overrides or {}).items():
+    for key, value in (dict(overrides.items()) if overrides else {}).items():
         if key not in table:
             raise KeyError(f"Unknown logical axis {key!r} in sharding rules; known axes: {', '.join(table)}.")
-        table[key] = tuple(value) if isinstance(value, (list, tuple)) else value
+        value = tuple(value) if isinstance(value, (list, tuple)) else value
+        named = (value,) if isinstance(value, str) else (value or ())
+        bad = [a for a in named if a not in MESH_AXES]
+        if bad:
+            raise ValueError(f"Sharding rule {key} -> {value!r} names {bad[0]!r}, which is not a mesh axis "
+                             f"({', '.join(MESH_AXES)}); use one of those, a list of them, or None.")
+        if len(set(named)) != len(named):
+            raise ValueError(f"Sharding rule {key} -> {value!r} repeats a mesh axis.")
+        table[key] = value
     return tuple(table.items())
 
 
@@ -73,6 +81,17 @@ def logical_axes_of(boxed_tree: Any) -> Any:
 def shardings_of(boxed_tree: Any, mesh: Mesh, rules=DEFAULT_RULES) -> Any:
     """Tree of NamedShardings for a tree of `nn.Partitioned` boxes (unboxed leaves are replicated)."""
     return nn.logical_to_mesh_sharding(nn.get_partition_spec(boxed_tree), mesh, rules)
+
+
+def opt_state_shardings(optimizer: Any, params: Any, param_shardings: Any, mesh: Mesh) -> Any:
+    """Shardings for `optimizer.init(params)`: every leaf that mirrors a parameter (Adam moments, ...) takes that
+    parameter's sharding; the rest (step counts, scalars) is replicated. `params` may be abstract."""
+    import optax
+
+    state = jax.eval_shape(optimizer.init, params)
+    masked = lambda x: isinstance(x, optax.MaskedNode)  # noqa: E731  (optax.masked leaves these for skipped params)
+    return optax.tree_map_params(optimizer, lambda x, sharding: x if masked(x) else sharding, state,
+                                 param_shardings, transform_non_params=lambda _: replicated(mesh), is_leaf=masked)
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
