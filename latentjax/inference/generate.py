@@ -91,12 +91,13 @@ def generate(
     if not sampling.greedy and rng is None:
         raise ValueError("Sampling with temperature > 0 needs an explicit PRNG key: pass rng=jax.random.key(seed).")
     ref = input_ids if inputs_embeds is None else inputs_embeds
-    if attention_mask is not None:
+    if attention_mask is not None and (not isinstance(attention_mask, jax.Array)
+                                       or attention_mask.is_fully_addressable):
         mask = np.asarray(attention_mask)
         if mask.shape[1] and not mask[:, -1].all():
             raise ValueError("generate() expects left-padded prompts: the last column of attention_mask must be all "
                              "ones (set tokenizer.padding_side = 'left').")
-    else:
+    if attention_mask is None:
         attention_mask = jnp.ones(ref.shape[:2], bool)
     rng = jax.random.key(0) if rng is None else rng
     mesh = mesh or rules_lib.single_device_mesh()
