@@ -404,3 +404,31 @@ def test_calibration_per_dimension_receiver_stats_when_widths_match(pair):
     assert stats["receiver_mean"].shape == (48,)
     np.testing.assert_allclose(stats["receiver_mean"], e.mean(0), rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(stats["receiver_std"], e.std(0), rtol=1e-4, atol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Evaluation
+# ---------------------------------------------------------------------------------------------------------------
+
+def test_evaluator_scores_and_compiles_generation_once(pair, tmp_path):
+    from latentjax.bridge.evaluate import Evaluator
+    from latentjax.inference import generate as gen_lib
+    from latentjax.tasks import SST2
+
+    sender, receiver = pair
+    cfg = small_config()
+    model, frozen = make_model(pair, cfg)
+    variables = unboxed_init(cfg)
+    ev = Evaluator(model, SST2, EXAMPLES, sender.tokenizer, receiver.tokenizer, batch_size=2, max_new_tokens=3)
+    before = gen_lib._generate._cache_size()
+    summary, records = ev.evaluate(variables, frozen, str(tmp_path), name="sst2")
+    assert gen_lib._generate._cache_size() - before <= 1  # two batches (the second padded), one compilation
+    assert summary["n"] == len(records) == 3 and summary["max_new_tokens"] == 3
+    assert (tmp_path / "sst2.jsonl").exists() and (tmp_path / "sst2.summary.json").exists()
+    outputs, scores = ev.run(variables, frozen)
+    assert [r["output"] for r in records] == outputs and scores.shape == (3, 2)
+    for r, s in zip(records, scores):
+        assert r["label_score_prediction"] == int(np.argmax(s))
+        assert r["correct"] == SST2.score(r["output"], r)["correct"]
+    assert summary["label_scoring"]["correct"] == sum(r["label_score_correct"] for r in records)
+    assert np.asarray(summary["label_scoring"]["confusion"]).sum() == 3

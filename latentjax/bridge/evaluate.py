@@ -78,6 +78,9 @@ class Evaluator:
         if self.receiver_tokenizer.eos_token_id is not None:
             stops.add(self.receiver_tokenizer.eos_token_id)
         self.stop_ids = tuple(sorted(stops))
+        from latentjax.inference.generate import decoder_apply
+
+        self.apply_fn = decoder_apply(self.model.receiver)  # one object, so generate() compiles once, not per call
 
     def _generate(self, frozen: Any, prefix: jax.Array) -> list[str]:
         from latentjax.inference.generate import generate
@@ -85,7 +88,8 @@ class Evaluator:
         out = generate(self.model.receiver, frozen["receiver"], inputs_embeds=prefix,
                        attention_mask=np.ones(prefix.shape[:2], bool),
                        max_new_tokens=self.max_new_tokens or self.task.max_new_tokens, stop_token_ids=self.stop_ids,
-                       pad_token_id=self.receiver_tokenizer.pad_token_id or 0, mesh=self.mesh, rules=self.rules)
+                       pad_token_id=self.receiver_tokenizer.pad_token_id or 0, apply_fn=self.apply_fn, mesh=self.mesh,
+                       rules=self.rules)
         tokens, lengths = np.asarray(out.tokens), np.asarray(out.lengths)
         return [self.receiver_tokenizer.decode(t[:n], skip_special_tokens=True) for t, n in zip(tokens, lengths)]
 
