@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import jax
 import ml_collections
 import numpy as np
 from jax.sharding import Mesh

@@ -12,7 +12,7 @@ import os
 from typing import Any, Optional
 
 import jax
-import ml_dtypes  # noqa: F401  (bfloat16 for numpy)
+import ml_dtypes  # noqa: F401  (registers bfloat16 with numpy for bf16 safetensors)
 import numpy as np
 from jax.sharding import Mesh
 
