@@ -61,7 +61,7 @@ class EncodeExample(grain.transforms.Map):
                 "receiver_loss_mask": loss, "soft_start": np.int32(len(self.primer_ids))}
 
 
-def _buckets(step: int, longest: int) -> list[int]:
+def buckets(step: int, longest: int) -> list[int]:
     return list(range(step, -(-longest // step) * step + 1, step))
 
 
@@ -70,8 +70,8 @@ def pad_batch(sender_pad_id: int, receiver_pad_id: int, sender_max_tokens: int, 
     """The batch_fn: sender left-padded, receiver right-padded, both to bucket lengths; drops the loss mask of the
     sender. With `batch_size`, short batches are completed with empty rows (all masks 0)."""
     return _BridgePadBatch(pad=[
-        Pad(_buckets(SENDER_BUCKET, sender_max_tokens), pad_id=sender_pad_id, side="left", prefix="sender_"),
-        Pad(_buckets(RECEIVER_BUCKET, receiver_max_tokens), pad_id=receiver_pad_id, side="right",
+        Pad(buckets(SENDER_BUCKET, sender_max_tokens), pad_id=sender_pad_id, side="left", prefix="sender_"),
+        Pad(buckets(RECEIVER_BUCKET, receiver_max_tokens), pad_id=receiver_pad_id, side="right",
             prefix="receiver_")], batch_size=batch_size)
 
 

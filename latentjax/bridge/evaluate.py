@@ -141,15 +141,15 @@ class Evaluator:
         golds = [r["label"] for r in records]
         if self.generate:
             summary["generation"] = _accuracy([r["correct"] for r in records])
-            if task.num_classes:
+            if task.metric == "passkey":  # accuracy = exact match
+                summary["generation"]["digit_accuracy"] = (float(np.mean([r["digit_accuracy"] for r in records]))
+                                                           if records else float("nan"))
+            else:
                 preds = [r["prediction"] for r in records]
                 summary["generation"].update(
                     unparsed=sum(p < 0 for p in preds),
                     per_class=_per_class(task, golds, [r["correct"] for r in records]),
                     confusion=cls_lib.confusion_matrix(golds, preds, task.num_classes).tolist())
-            else:
-                summary["generation"]["digit_accuracy"] = (float(np.mean([r["digit_accuracy"] for r in records]))
-                                                           if records else float("nan"))
         if scores is not None:
             preds = cls_lib.label_scoring_predictions(scores)
             correct = [int(p) == g for p, g in zip(preds, golds)]

@@ -69,9 +69,9 @@ def bridge_config(config: ConfigDict, sender_cfg, receiver_cfg, receiver_params)
 def calibration_batches(examples, sender_tok, receiver_tok, max_tokens: int, batch_size: int):
     """The sender prompts (left-padded, with special tokens) and the same texts in the receiver's tokenizer."""
     batch_fn = PadBatch(pad=[
-        Pad(batching._buckets(batching.SENDER_BUCKET, max_tokens), pad_id=sender_tok.pad_token_id, side="left",
+        Pad(batching.buckets(batching.SENDER_BUCKET, max_tokens), pad_id=sender_tok.pad_token_id, side="left",
             prefix="sender_"),
-        Pad(batching._buckets(batching.SENDER_BUCKET, max_tokens), pad_id=receiver_tok.pad_token_id or 0,
+        Pad(batching.buckets(batching.SENDER_BUCKET, max_tokens), pad_id=receiver_tok.pad_token_id or 0,
             prefix="text_")])
     for start in range(0, len(examples), batch_size):
         rows = [{"sender_input_ids": np.asarray(batching.token_ids(sender_tok, ex["sender_text"], True, max_tokens),
