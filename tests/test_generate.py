@@ -85,3 +85,14 @@ def test_top_p_and_top_k_filters_keep_the_same_tokens_as_transformers(top_p):
     draws = np.stack([np.asarray(sample(jnp.asarray(logits), jax.random.key(i), cfg)) for i in range(200)])
     allowed = np.isfinite(TopKLogitsWarper(5)(None, torch.tensor(logits)).numpy())
     assert all(allowed[row, draws[:, row]].all() for row in range(4))
+
+
+def test_repeated_calls_reuse_the_compiled_loop(tiny_dirs):
+    from latentjax.inference.generate import _generate
+
+    model = latentjax.from_pretrained(tiny_dirs["llama31"])
+    ids = np.ones((2, 5), np.int32)
+    generate(model.config, model.params, ids, max_new_tokens=4)
+    before = _generate._cache_size()
+    generate(model.config, model.params, ids + 1, max_new_tokens=4)
+    assert _generate._cache_size() == before

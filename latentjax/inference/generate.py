@@ -27,8 +27,10 @@ class GenerationOutput:
     lengths: jax.Array  # [batch] tokens generated, the stop token included
 
 
+@functools.lru_cache(maxsize=None)
 def decoder_apply(config: DecoderConfig) -> Callable:
-    """The plain decoder forward in the signature generation expects."""
+    """The plain decoder forward in the signature generation expects. Cached: the function is a static argument of
+    the jitted loop, so a fresh partial per call would recompile every time."""
     return functools.partial(_decoder_apply, config)
 
 
