@@ -21,6 +21,7 @@ _REGISTRY: dict[str, Union[str, Builder]] = {
     "tiny_lm": "latentjax.train.tiny_lm:build",
     "bridge": "latentjax.bridge.experiment:build",
     "lora_sft": "latentjax.lora.experiment:build",
+    "translator": "latentjax.translator.experiment:build",
 }
 
 
@@ -55,5 +56,4 @@ def get(name: str) -> Builder:
             target = getattr(module, attr)
         except AttributeError as e:
             raise KeyError(f"Experiment {name!r} points at {module_name}:{attr}, which does not exist.") from e
-        _REGISTRY[name] = target
     return target
