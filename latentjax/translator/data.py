@@ -1,0 +1,163 @@
+"""GSM8K prompts, the curriculum, and GSM8K rows -> padded translator batches (a grain transform for `make_loader`).
+
+Training row (per example, `Encode.map_with_index`): the source reads the training prompt; the target row is
+`[K soft-token slots] + [context] + [gold solution + EOS]` with the loss on the solution, where the context is
+  "reference"   nothing (the reference's training input: soft tokens then the solution), or
+  "mode"        what the evaluation mode at this step gives the target: `soft_plus_text` = the prompt text plus
+                the format line, `soft_only` = BOS plus the format line.
+The step of an element is `index // batch_size + 1` (its global position in the stream), so the curriculum
+(`mode_at_step`) and the KL warmup are decided per element, deterministically, and survive resume.
+
+Batch keys: sender_input_ids / sender_attention_mask [B, Ts] (left-padded); receiver_input_ids /
+receiver_attention_mask / receiver_loss_mask [B, Tr] (right-padded, soft slots first); prompt_input_ids /
+prompt_attention_mask [B, Tp >= K] (the training prompt in the target's tokenizer); teacher_input_ids /
+teacher_attention_mask [B, K] (the first K target tokens of the DiT teacher text); step [B]; soft_only [B].
+"""
+from __future__ import annotations
+
+import dataclasses
+import random
+from typing import Any, Sequence
+
+import grain
+import numpy as np
+
+from latentjax.bridge.batching import RECEIVER_BUCKET, SENDER_BUCKET, answer_ids, buckets, token_ids
+from latentjax.data.transforms import Pad, PadBatch
+from latentjax.eval.math_answers import gsm8k_gold
+
+MODES = ("soft_plus_text", "soft_only")
+CONTEXTS = ("reference", "mode")
+TEACHERS = ("answer", "prompt")
+TRAIN_PROMPT = ("Solve the problem step by step, then end your final line with '#### <number>'.\n\nProblem:\n"
+                "{question}\n\nAnswer:")
+FEW_SHOT_HEADER = "Answer the following questions step by step and end with '#### <number>'."
+FORMAT_LINE = "\nAnswer the question above and end with '#### <number>'."
+FEW_SHOT_SEED = 42
+
+BATCH_KEYS = ("sender_input_ids", "sender_attention_mask", "receiver_input_ids", "receiver_attention_mask",
+              "receiver_loss_mask", "prompt_input_ids", "prompt_attention_mask", "teacher_input_ids",
+              "teacher_attention_mask", "step", "soft_only")
+BATCH_AXES = {k: ("batch", "length") for k in BATCH_KEYS if k not in ("step", "soft_only")}
+BATCH_AXES.update(step=("batch",), soft_only=("batch",))
+
+
+def mode_at_step(step: int, mode: str, curriculum_steps: int) -> str:
+    """The configured mode, or with a curriculum (curriculum_steps > 0) soft_plus_text before that step and
+    soft_only from it on."""
+    if mode not in MODES:
+        raise ValueError(f"translator mode must be one of {MODES}, got {mode!r}.")
+    if curriculum_steps > 0:
+        return "soft_plus_text" if step < curriculum_steps else "soft_only"
+    return mode
+
+
+def rationale_and_answer(solution: str) -> tuple[str, str]:
+    """A GSM8K `answer` field -> (the worked rationale before '####', the gold number)."""
+    return solution.split("####")[0].strip(), gsm8k_gold(solution)
+
+
+def few_shot_prefix(train_rows: Sequence[dict], num_shots: int = 8, seed: int = FEW_SHOT_SEED) -> str:
+    """The 8-shot chain-of-thought prefix, built once from `num_shots` training rows drawn with `seed`."""
+    if num_shots <= 0:
+        return ""
+    idx = random.Random(seed).sample(range(len(train_rows)), num_shots)
+    parts = [FEW_SHOT_HEADER]
+    for i in idx:
+        rationale, answer = rationale_and_answer(train_rows[i]["answer"])
+        parts.append(f"Q: {train_rows[i]['question']}\nA: {rationale}\n#### {answer}")
+    return "\n\n".join(parts)
+
+
+def eval_prompt(question: str, prefix: str) -> str:
+    """The evaluation prompt: the few-shot prefix (if any) then the test item; without a prefix, the training
+    prompt."""
+    if not prefix:
+        return TRAIN_PROMPT.format(question=question)
+    return f"{prefix}\n\nQ: {question}\nA: Let's think step by step.\n\nAnswer:"
+
+
+def context_text(mode: str, prompt: str) -> tuple[str, bool]:
+    """(text, add_special_tokens) the target reads after the soft tokens in `mode`: the prompt plus the format
+    line, or BOS plus the format line."""
+    if mode == "soft_plus_text":
+        return prompt + FORMAT_LINE, True
+    return FORMAT_LINE, True
+
+
+def format_token_id(tokenizer: Any) -> int:
+    """The first target token of '####' (the format terms look for it)."""
+    return int(token_ids(tokenizer, "####", False)[0])
+
+
+def gsm8k_examples(rows: Sequence[dict]) -> list[dict]:
+    return [{"id": i, "question": r["question"], "answer": r["answer"]} for i, r in enumerate(rows)]
+
+
+@dataclasses.dataclass
+class Encode(grain.transforms.MapWithIndex):
+    """A GSM8K row -> unpadded translator arrays; the element's step picks the mode (curriculum)."""
+
+    sender_tokenizer: Any
+    receiver_tokenizer: Any
+    num_tokens: int
+    batch_size: int
+    mode: str = "soft_plus_text"
+    curriculum_steps: int = 0
+    context: str = "mode"
+    teacher: str = "answer"
+    sender_max_tokens: int = 512
+
+    def __post_init__(self):
+        if self.context not in CONTEXTS:
+            raise ValueError(f"translator.train_context must be one of {CONTEXTS}, got {self.context!r}.")
+        if self.teacher not in TEACHERS:
+            raise ValueError(f"translator.teacher must be one of {TEACHERS}, got {self.teacher!r}.")
+        mode_at_step(1, self.mode, self.curriculum_steps)  # validates the mode
+        self.fill_id = self.receiver_tokenizer.pad_token_id or 0
+
+    def map_with_index(self, index: int, row: dict) -> dict:
+        step = index // self.batch_size + 1
+        mode = mode_at_step(step, self.mode, self.curriculum_steps)
+        prompt = TRAIN_PROMPT.format(question=row["question"])
+        sender = token_ids(self.sender_tokenizer, prompt, True, self.sender_max_tokens)
+        r = self.receiver_tokenizer
+        if self.context == "mode":
+            text, special = context_text(mode, prompt)
+            ctx = token_ids(r, text, special)
+        else:
+            ctx = []
+        solution = answer_ids(r, row["answer"], eos=True)
+        receiver = [self.fill_id] * self.num_tokens + ctx + solution
+        loss = np.zeros(len(receiver), np.int32)
+        loss[self.num_tokens + len(ctx):] = 1
+        prompt_ids = token_ids(r, prompt, False)
+        teacher = token_ids(r, row["answer"] if self.teacher == "answer" else prompt, False)[: self.num_tokens]
+        return {"sender_input_ids": np.asarray(sender, np.int32),
+                "receiver_input_ids": np.asarray(receiver, np.int32), "receiver_loss_mask": loss,
+                "prompt_input_ids": np.asarray(prompt_ids, np.int32),
+                "teacher_input_ids": np.asarray(teacher, np.int32),
+                "step": np.int32(step), "soft_only": np.int32(mode == "soft_only")}
+
+
+class _TranslatorPadBatch(PadBatch):
+    def __call__(self, examples: Sequence[dict]) -> dict:
+        batch = super().__call__(examples)
+        return {k: batch[k] for k in BATCH_KEYS}
+
+
+def pad_batch(sender_pad_id: int, receiver_pad_id: int, num_tokens: int, sender_max_tokens: int,
+              receiver_max_tokens: int) -> PadBatch:
+    """Sender left-padded, target rows right-padded to bucket lengths; prompt padded to >= K, teacher to K."""
+    at_least_k = [n for n in buckets(RECEIVER_BUCKET, max(receiver_max_tokens, num_tokens)) if n >= num_tokens]
+    return _TranslatorPadBatch(pad=[
+        Pad(buckets(SENDER_BUCKET, sender_max_tokens), pad_id=sender_pad_id, side="left", prefix="sender_"),
+        Pad(buckets(RECEIVER_BUCKET, receiver_max_tokens), pad_id=receiver_pad_id, side="right",
+            prefix="receiver_"),
+        Pad(at_least_k, pad_id=receiver_pad_id, side="right", prefix="prompt_"),
+        Pad(num_tokens, pad_id=receiver_pad_id, side="right", prefix="teacher_")])
+
+
+__all__ = ["BATCH_AXES", "BATCH_KEYS", "CONTEXTS", "Encode", "FORMAT_LINE", "MODES", "TEACHERS", "TRAIN_PROMPT",
+           "context_text", "eval_prompt", "few_shot_prefix", "format_token_id", "gsm8k_examples", "mode_at_step",
+           "pad_batch", "rationale_and_answer"]
