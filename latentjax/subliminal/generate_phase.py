@@ -1,0 +1,200 @@
+"""Sample number sequences in batches until the target count of valid ones is reached; resumable.
+
+Every sampled prompt (valid or not) becomes one line of `samples.jsonl`, written batch by batch: {index, prompt,
+completion, valid, reason, numbers, tokens, seed_numbers, ...}. Batch b always covers prompts [b*B, (b+1)*B) and
+samples with the key fold_in(key(seed), b), so a rerun after an interruption keeps the complete batches already
+written (a torn last line or partial batch is cut off) and continues with the same randomness: no prompt is sampled
+twice. `select_sequences` then picks the kept rows (the first `target` valid ones, the seed's rule, or a seeded
+random `target` of all valid ones, the paper's).
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import os
+import time
+from typing import Any, Callable, Sequence
+
+import jax
+import numpy as np
+
+from latentjax.inference.generate import generate
+from latentjax.inference.sampling import SamplingConfig
+from latentjax.subliminal.numbers import FilterResult, canonical
+
+END_OF_TURN_TOKENS = ("<|eot_id|>", "<|im_end|>", "<|end_of_text|>", "</s>", "<end_of_turn>", "<|endoftext|>")
+
+
+@dataclasses.dataclass
+class Sampler:
+    """What generation needs of a model: decoder config, params (merged adapter or plain base), tokenizer, mesh."""
+
+    config: Any
+    params: Any
+    tokenizer: Any
+    mesh: Any
+    rules: Any
+
+    @classmethod
+    def of(cls, model: Any) -> "Sampler":
+        return cls(model.config, model.params, model.tokenizer, model.mesh, model.rules)
+
+
+def stop_token_ids(sampler: Sampler) -> list[int]:
+    """EOS ids of the model config and tokenizer, plus the end-of-turn tokens the vocabulary has."""
+    tok = sampler.tokenizer
+    ids = set(int(i) for i in sampler.config.eos_token_ids)
+    if tok.eos_token_id is not None:
+        ids.add(int(tok.eos_token_id))
+    vocab = tok.get_vocab()
+    ids.update(int(vocab[t]) for t in END_OF_TURN_TOKENS if t in vocab)
+    return sorted(ids)
+
+
+def render_prompts(tokenizer: Any, prompts: Sequence[str], chat: bool) -> list[str]:
+    if not chat:
+        return list(prompts)
+    return [tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
+            for p in prompts]
+
+
+def encode_left_padded(tokenizer: Any, texts: Sequence[str], rows: int, chat: bool,
+                       multiple: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """Left-padded ids/mask of `texts`, length rounded up to `multiple` and rows padded to `rows` by repeating the
+    last text (their outputs are dropped), so a run compiles few shapes."""
+    texts = list(texts) + [texts[-1]] * (rows - len(texts))
+    tokenizer.padding_side = "left"
+    enc = tokenizer(texts, return_tensors="np", padding="longest", pad_to_multiple_of=multiple,
+                    add_special_tokens=not chat)
+    return enc["input_ids"].astype(np.int32), enc["attention_mask"].astype(bool)
+
+
+def read_complete_batches(path: str, batch_size: int, num_prompts: int) -> list[dict]:
+    """Rows of `path` belonging to complete batches (a torn line or partial batch dropped); rewrites the file to
+    exactly those rows when something was dropped."""
+    if not os.path.exists(path):
+        return []
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                break
+    # keep the longest prefix of rows with indices 0..k-1 that ends on a batch boundary (or at the last prompt)
+    k = 0
+    while k < len(rows) and rows[k].get("index") == k:
+        k += 1
+    if k < num_prompts:
+        k -= k % batch_size
+    kept = rows[:k]
+    if len(kept) != len(rows) or k != sum(1 for _ in open(path, encoding="utf-8")):
+        tmp = path + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            for r in kept:
+                f.write(json.dumps(r) + "\n")
+        os.replace(tmp, path)
+    return kept
+
+
+def generate_samples(sampler: Sampler, prompts: Sequence[dict], path: str, *,
+                     filter_fn: Callable[[str], FilterResult], target: int, batch_size: int = 64,
+                     max_new_tokens: int = 100, temperature: float = 1.0, top_p: float = 1.0, seed: int = 0,
+                     chat: bool = True, stop_at_target: bool = True, progress: bool = True) -> dict:
+    """Sample completions for `prompts` (rows with `index` = position and `prompt`) into `path` (samples.jsonl)
+    until `target` valid ones exist (stop_at_target) or the prompts run out. Returns counts: sampled, valid,
+    reasons {reason: count}, tokens, seconds, tokens_per_s (this call's sampling only)."""
+    from tqdm import tqdm
+
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    done = read_complete_batches(path, batch_size, len(prompts))
+    valid = sum(1 for r in done if r["valid"])
+    reasons = collections.Counter(r["reason"] for r in done if not r["valid"])
+    tok = sampler.tokenizer
+    stops = stop_token_ids(sampler)
+    pad_id = tok.pad_token_id if tok.pad_token_id is not None else stops[0]
+    sampling = SamplingConfig(temperature=float(temperature), top_p=float(top_p))
+    key = jax.random.key(int(seed))
+    tokens_total, seconds = 0, 0.0
+    bar = tqdm(total=target, initial=min(valid, target), disable=not progress, desc="generate", dynamic_ncols=True)
+    try:
+        with open(path, "a", encoding="utf-8") as out:
+            for start in range(len(done), len(prompts), batch_size):
+                if stop_at_target and valid >= target:
+                    break
+                batch = list(prompts[start:start + batch_size])
+                ids, mask = encode_left_padded(tok, render_prompts(tok, [r["prompt"] for r in batch], chat),
+                                               batch_size, chat)
+                t0 = time.perf_counter()
+                res = generate(sampler.config, sampler.params, ids, mask, max_new_tokens=int(max_new_tokens),
+                               sampling=sampling, stop_token_ids=stops, pad_token_id=int(pad_id),
+                               rng=jax.random.fold_in(key, start // batch_size), mesh=sampler.mesh,
+                               rules=sampler.rules)
+                tokens, lengths = np.asarray(res.tokens), np.asarray(res.lengths)
+                seconds += time.perf_counter() - t0
+                for row, t, n in zip(batch, tokens, lengths):
+                    n = int(n)
+                    text = tok.decode(t[:n], skip_special_tokens=True)
+                    verdict = filter_fn(text)
+                    tokens_total += n
+                    valid += int(verdict.valid)
+                    if not verdict.valid:
+                        reasons[verdict.reason] += 1
+                    out.write(json.dumps({**row, "completion": text, "valid": verdict.valid, "reason": verdict.reason,
+                                          "numbers": list(verdict.numbers) if verdict.numbers else None,
+                                          "tokens": n}) + "\n")
+                out.flush()
+                sampled = start + len(batch)
+                bar.n = min(valid, target)
+                bar.set_postfix(valid_rate=f"{valid / max(sampled, 1):.3f}",
+                                tok_s=f"{tokens_total / max(seconds, 1e-9):.0f}")
+                bar.refresh()
+    finally:
+        bar.close()
+    rows = read_complete_batches(path, batch_size, len(prompts))
+    return {"sampled": len(rows), "valid": sum(1 for r in rows if r["valid"]),
+            "reasons": dict(collections.Counter(r["reason"] for r in rows if not r["valid"])),
+            "pass_rate": sum(1 for r in rows if r["valid"]) / max(len(rows), 1),
+            "tokens_this_call": tokens_total, "seconds_this_call": seconds,
+            "tokens_per_s": tokens_total / seconds if seconds else None}
+
+
+def select_sequences(samples: Sequence[dict], target: int, select: str = "first", seed: int = 1) -> list[dict]:
+    """The kept rows: the first `target` valid ones in prompt order ("first", the seed) or a seeded random
+    `target` of them, in prompt order ("random", the paper). Each gets `canonical` (numbers joined by ", ")."""
+    valid = [r for r in samples if r["valid"]]
+    if select == "first":
+        kept = valid[:target]
+    elif select == "random":
+        idx = sorted(np.random.default_rng(seed).permutation(len(valid))[:target]) if len(valid) > target else \
+            range(len(valid))
+        kept = [valid[i] for i in idx]
+    else:
+        raise ValueError(f"Unknown selection {select!r}; use 'first' or 'random'.")
+    return [{**r, "canonical": canonical(r["numbers"])} for r in kept]
+
+
+def length_histogram(rows: Sequence[dict]) -> dict:
+    """{count of numbers: rows} (for comparing controls with the real sequences)."""
+    return dict(sorted(collections.Counter(len(r["numbers"]) for r in rows).items()))
+
+
+def load_jsonl(path: str) -> list[dict]:
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def write_jsonl(path: str, rows: Sequence[dict]) -> str:
+    from latentjax.eval.reports import write_jsonl as _write
+
+    return _write(path, rows)
+
+
+def summary_counts(rows: Sequence[dict]) -> dict:
+    """Pass rate and per-reason counts of sample rows."""
+    n = len(rows)
+    ok = sum(1 for r in rows if r["valid"])
+    return {"sampled": n, "valid": ok, "pass_rate": ok / n if n else None,
+            "reasons": dict(collections.Counter(r["reason"] for r in rows if not r["valid"]))}
+
