@@ -45,6 +45,14 @@ def nonzero_adapter(cfg: LoraConfig, seed=1, scale=0.05):
     return jax.tree.unflatten(tree, [x + scale * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)])
 
 
+def assert_same_logits(ours, base):
+    """Bit-identical on the CPU; on GPUs a different fusion of the same math moves float32 logits by ~1e-5."""
+    if jax.default_backend() == "cpu":
+        np.testing.assert_array_equal(ours, base)
+    else:
+        assert float(jnp.max(jnp.abs(ours - base)) / jnp.max(jnp.abs(base))) < 1e-4
+
+
 def plain(params, ids, **kw):
     return Decoder(CFG).apply({"params": params}, ids, **kw).logits
 
@@ -77,7 +85,7 @@ def test_init_like_peft_and_untrained_adapter_is_identity(base, ids):
     for block in lora["layers"].values():
         for ab in block.values():
             assert not np.any(np.asarray(ab["lora_B"]))
-    np.testing.assert_array_equal(lora_apply(CFG, base, lora, cfg, ids).logits, plain(base, ids))
+    assert_same_logits(lora_apply(CFG, base, lora, cfg, ids).logits, plain(base, ids))
 
 
 @pytest.mark.parametrize("targets", ["all", ("q_proj", "v_proj"), ("o_proj", "down_proj")])
@@ -156,8 +164,8 @@ def test_dropout(base, ids):
         lora_apply(CFG, base, lora, cfg, ids, deterministic=False)
     # dropout does not touch the base path: with B = 0 the output is the base output whatever the mask
     fresh = rules_lib.unbox(init_lora(CFG, cfg, jax.random.key(0)))
-    np.testing.assert_array_equal(
-        lora_apply(CFG, base, fresh, cfg, ids, rng=jax.random.key(1), deterministic=False).logits, plain(base, ids))
+    assert_same_logits(lora_apply(CFG, base, fresh, cfg, ids, rng=jax.random.key(1), deterministic=False).logits,
+                       plain(base, ids))
 
 
 def test_remat_bf16_and_jit(base, ids):
