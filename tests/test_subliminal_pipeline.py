@@ -1,0 +1,139 @@
+"""Subliminal pipeline end to end on a tiny random Llama with SmolLM2's tokenizer that writes digits: every phase,
+artifacts and manifests, rerun skips, generation resumes after an interruption without duplicates, a changed
+config is refused, the teacher adapter loads with peft."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import pytest
+
+from configs.subliminal.defaults import smoke, subliminal_config
+from latentjax.eval import reports
+from latentjax.subliminal import numbers
+from latentjax.subliminal.pipeline import PhaseChangedError, run_pipeline
+
+pytestmark = pytest.mark.filterwarnings("ignore")
+
+
+def _config(model_dir):
+    c = smoke(subliminal_config(model_dir), steps=2, prompts=32, target=4, eval_examples=3, max_new_tokens=16)
+    c.teacher.num_examples = 8
+    return c
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory, smollm2_dir):
+    from latentjax.subliminal.tiny import save_number_model
+
+    return save_number_model(str(tmp_path_factory.mktemp("numbers_model") / "m"), tokenizer_dir=smollm2_dir)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, model_dir, data_dir):
+    del data_dir  # MATH, GSM8K and MMLU come from ../shared/data (skipped without it)
+    run_dir = str(tmp_path_factory.mktemp("sub") / "run")
+    status = run_pipeline(_config(model_dir), run_dir, "all")
+    return run_dir, status
+
+
+def _mtimes(run_dir):
+    return {os.path.join(r, f): os.path.getmtime(os.path.join(r, f)) for r, _, fs in os.walk(run_dir) for f in fs
+            if f == "manifest.json" or f.endswith(".safetensors")}
+
+
+def test_all_phases_write_artifacts_and_manifests(run):
+    run_dir, status = run
+    assert status["train_teacher"] == "done" and status["generate"] == "done"
+    assert status["train_student"] == ["done"] and status["evaluate"] == ["done", "done", "done"]
+    for phase in ("teacher", "generate", "student_seed42", "evaluate/base", "evaluate/teacher",
+                  "evaluate/student_seed42"):
+        m = reports.read_json(os.path.join(run_dir, phase, "manifest.json"))
+        assert m["phase"] == phase and len(m["config_sha256"]) == 64
+        assert m["inputs"] and all(len(h) == 64 for h in m["inputs"].values())
+        for out in m["outputs"].values():
+            assert os.path.exists(os.path.join(run_dir, out["path"]))
+    for who in ("teacher", "student_seed42"):
+        assert os.path.exists(os.path.join(run_dir, who, "adapter", "adapter_model.safetensors"))
+        cfg = json.load(open(os.path.join(run_dir, who, "adapter", "adapter_config.json")))
+        assert cfg["r"] == 4 and cfg["peft_type"] == "LORA"
+    teacher_rows = reports.read_jsonl(os.path.join(run_dir, "teacher", "data.jsonl"))
+    assert len(teacher_rows) == 8 and {r["level"] for r in teacher_rows} <= {"Level 4", "Level 5"}
+    # generation: every kept row passes the filter, reasons add up, the kept count is the target
+    samples = reports.read_jsonl(os.path.join(run_dir, "generate", "samples.jsonl"))
+    seqs = reports.read_jsonl(os.path.join(run_dir, "generate", "sequences.jsonl"))
+    stats = reports.read_json(os.path.join(run_dir, "generate", "stats.json"))
+    assert [r["index"] for r in samples] == list(range(32))
+    assert len(seqs) == 4 == stats["kept"]
+    assert all(numbers.filter_paper(r["completion"]).valid for r in seqs)
+    assert stats["valid"] + sum(stats["reasons"].values()) == stats["sampled"] == 32
+    assert all("seed_numbers" in r and "phrase_ids" in r for r in seqs)
+    student_rows = reports.read_jsonl(os.path.join(run_dir, "student_seed42", "data.jsonl"))
+    assert [r["completion"] for r in student_rows] == [r["completion"] for r in seqs]  # raw completions (paper)
+    # evaluation and report
+    for model in ("base", "teacher", "student_seed42"):
+        for bench in ("math", "gsm8k", "mmlu_math"):
+            recs = reports.read_jsonl(os.path.join(run_dir, "evaluate", model, f"{bench}.jsonl"))
+            assert len(recs) == 3 and all("correct" in r for r in recs)
+        mmlu = reports.read_jsonl(os.path.join(run_dir, "evaluate", model, "mmlu_math.jsonl"))
+        assert all(r["extracted"] in "ABCD" and len(r["scores"]) == 4 for r in mmlu)
+    summary = reports.read_json(os.path.join(run_dir, "report", "summary.json"))
+    assert len(summary["rows"]) == 9
+    student = [r for r in summary["rows"] if r["model"] == "student_seed42"]
+    assert all("mcnemar_p" in r and "mcnemar_p_holm" in r and "z_p" in r for r in student)
+    assert "| student_seed42 |" in open(os.path.join(run_dir, "report", "summary.md")).read()
+
+
+def test_rerun_skips_finished_phases(run, model_dir):
+    run_dir, _ = run
+    before = _mtimes(run_dir)
+    status = run_pipeline(_config(model_dir), run_dir, "all")
+    assert status["train_teacher"] == "skipped" and status["generate"] == "skipped"
+    assert status["train_student"] == ["skipped"] and status["evaluate"] == ["skipped"] * 3
+    assert _mtimes(run_dir) == before  # nothing retrained or rewritten
+
+
+def test_generate_resumes_without_duplicates_and_refuses_changes(run, model_dir, tmp_path):
+    run_dir, _ = run
+    copy = str(tmp_path / "copy")
+    shutil.copytree(run_dir, copy)
+    samples_path = os.path.join(copy, "generate", "samples.jsonl")
+    full = reports.read_jsonl(samples_path)
+    # interrupted during generation: no manifest, 1.5 batches written and a torn line
+    os.remove(os.path.join(copy, "generate", "manifest.json"))
+    os.remove(os.path.join(copy, "generate", "sequences.jsonl"))
+    with open(samples_path, "w") as f:
+        for r in full[:12]:
+            f.write(json.dumps(r) + "\n")
+        f.write('{"index": 12, "prom')
+    assert run_pipeline(_config(model_dir), copy, "generate")["generate"] == "done"
+    resumed = reports.read_jsonl(samples_path)
+    assert [r["index"] for r in resumed] == list(range(32))  # none missing, none duplicated
+    assert resumed == full  # same per-batch randomness as the uninterrupted run
+    assert reports.read_jsonl(os.path.join(copy, "generate", "sequences.jsonl")) == \
+        reports.read_jsonl(os.path.join(run_dir, "generate", "sequences.jsonl"))
+    # identical sequences: the student's inputs are unchanged, so it is still finished
+    assert run_pipeline(_config(model_dir), copy, "train_student")["train_student"] == ["skipped"]
+    changed = _config(model_dir)
+    changed.generate.select_seed = 7
+    with pytest.raises(PhaseChangedError, match="redo=generate"):
+        run_pipeline(changed, copy, "generate")
+    assert run_pipeline(changed, copy, "generate", redo=["generate"])["generate"] == "done"
+
+
+def test_teacher_adapter_loads_with_peft(run, model_dir):
+    import torch
+    from peft import PeftModel
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    run_dir, _ = run
+    adapter = os.path.join(run_dir, "teacher", "adapter")
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model_dir), adapter)
+    saved = load_file(os.path.join(adapter, "adapter_model.safetensors"))
+    loaded = {k: v for k, v in model.state_dict().items() if "lora_" in k}
+    assert len(loaded) == len(saved) == 2 * 7 * 2  # A and B, 7 projections, 2 layers
+    key = next(k for k in saved if "q_proj.lora_B" in k)
+    match = [v for k, v in loaded.items() if k.replace(".default", "").endswith(key.split("base_model.model.")[-1])]
+    assert match and torch.allclose(match[0], saved[key])
