@@ -37,8 +37,8 @@ def get_config(arg=None):
     config.data.train_limit = 64
     config.data.sender_max_tokens = 128
     config.data.receiver_max_tokens = 384
-    config.eval.update(num_samples=4, final_num_samples=4, batch_size=4, max_new_tokens=8, few_shot=1,
-                       sender_max_tokens=512)
+    config.eval.update(num_samples=4, final_num_samples=4, batch_size=4, max_new_tokens=8, few_shot=0,
+                       sender_max_tokens=256)
     config.eval_every = 12
     config.checkpoint = base.checkpoint(every=12, keep_last=1, keep_best=0, best_metric="eval/accuracy",
                                         best_mode="max")

@@ -1,0 +1,136 @@
+"""End to end: configs/translator/tiny.py (tiny Llama source -> narrower tiny Mistral target, GSM8K rows from
+shared/data) through the registry and the shared training loop: the loss falls, the curriculum switches the
+evaluation mode, per-example JSONL + summary are written, the summarize tool reads them, a rerun resumes with
+the evaluation history kept; a zero weight really removes its term."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from latentjax.parallel import rules as rules_lib
+from latentjax.parallel.mesh import make_mesh
+from latentjax.train import config_tools, loop, registry
+from latentjax.translator import forward as F
+from latentjax.translator import summarize
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TERMS = [f"train/{t}_loss" for t in F.TERMS] + ["train/format_miss_rate"]
+
+
+def _config(tmp, data_dir, arg, steps, eval_every):
+    config = config_tools.load_config(os.path.join(ROOT, "configs", "translator", "tiny.py")
+                                      + f":root={tmp / 'pair'},{arg},steps={steps},lr=1e-2")
+    config.data.path = data_dir
+    config.data.train_limit = 4  # = the batch: every step sees the same rows, so the loss must fall
+    config.eval_every = eval_every
+    config.eval.output_dir = str(tmp / "run" / "eval")
+    return config
+
+
+def _metrics(workdir):
+    return [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
+
+
+@pytest.fixture(scope="module")
+def cross_run(tmp_path_factory, data_dir):
+    tmp = tmp_path_factory.mktemp("translator_cross")
+    config = _config(tmp, data_dir, "kind=cross,curriculum=5", steps=8, eval_every=4)
+    mesh = make_mesh((1, 1, 1), jax.devices()[:1])
+    experiment = registry.get("translator")(config, mesh)
+    result = loop.train(config, experiment, mesh, str(tmp / "run"))
+    return config, experiment, result, str(tmp / "run"), mesh
+
+
+def test_training_lowers_the_loss_and_logs_every_term(cross_run):
+    _, _, result, workdir, _ = cross_run
+    assert result.step == 8
+    rows = [r for r in _metrics(workdir) if "train/nll_loss" in r]
+    assert len(rows) == 8
+    for key in TERMS:
+        assert all(np.isfinite(r[key]) for r in rows), key
+    nll = [r["train/nll_loss"] for r in rows]
+    loss = [r["train/loss"] for r in rows]
+    assert nll[-1] < nll[0] - 2e-3 and loss[-1] < loss[0] - 2e-3
+    assert np.all(np.diff(nll) < 0)  # the same rows every step: the translator lowers the target NLL steadily
+    assert [r["train/soft_only_fraction"] for r in rows] == [0.0] * 4 + [1.0] * 4  # curriculum from step 5
+    assert [r["train/kl_active"] for r in rows] == [0.0] * 2 + [1.0] * 6  # kl_warmup_steps = 2
+
+
+def test_eval_writes_jsonl_in_the_mode_of_the_step(cross_run):
+    _, _, _, workdir, _ = cross_run
+    quick = os.path.join(workdir, "eval", "step_0000004", "gsm8k_soft_plus_text")
+    final = os.path.join(workdir, "eval", "step_0000008", "gsm8k_soft_only")
+    for stem, mode in ((quick, "soft_plus_text"), (final, "soft_only")):
+        records = [json.loads(line) for line in open(stem + ".jsonl")]
+        summary = json.load(open(stem + ".summary.json"))
+        assert len(records) == summary["n"] == 4 and summary["mode"] == mode
+        assert {"id", "mode", "question", "prompt", "gold", "output", "extracted", "correct", "target_output",
+                "target_extracted", "target_correct", "source_output", "source_correct"} <= set(records[0])
+        assert all(r["mode"] == mode for r in records)
+        assert records[0]["gold"] == "18"  # Janet's ducks, the first test item
+        b = summary["bridged"]
+        assert b["invalid"] == sum(r["extracted"] == "[invalid]" for r in records)
+        assert b["correct"] == sum(r["correct"] for r in records)
+        assert {"target_alone", "source_alone"} <= set(summary)
+    evals = [r for r in _metrics(workdir) if "eval/accuracy" in r]
+    assert [r["eval/soft_only"] for r in evals] == [0.0, 1.0]
+
+
+def test_summarize_tool(cross_run, capsys):
+    _, _, _, workdir, _ = cross_run
+    assert summarize.main([os.path.join(workdir, "eval")]) == 0
+    out = capsys.readouterr().out
+    assert out.count("  n=4  accuracy=") == 2 and "gsm8k_soft_only.jsonl" in out and "most frequent" in out
+    assert "target alone" in out
+
+
+def test_zero_weight_removes_the_term(cross_run):
+    _, experiment, result, _, mesh = cross_run
+    model = experiment.loss_fn.__self__
+    batch = {k: jax.numpy.asarray(v) for k, v in next(iter(experiment.train_data)).items()}
+    batch["step"] = batch["step"] * 0 + 10  # past the KL warmup
+    rng = jax.random.PRNGKey(0)
+
+    def total(m):
+        with rules_lib.activate(mesh):
+            return jax.jit(m.loss)(result.state.params, experiment.frozen, batch, rng)
+
+    full, metrics = total(model)
+    for term in ("kl", "prompt_alignment", "info_nce", "format"):
+        off = dataclasses.replace(model, weights=dataclasses.replace(model.weights, **{term: 0.0}))
+        part, _ = total(off)
+        want = getattr(model.weights, term) * float(metrics[f"{term}_loss"])
+        assert float(full - part) == pytest.approx(want, rel=1e-3, abs=1e-6), term
+        assert want > 0, term
+
+
+def test_resume_keeps_the_eval_history(cross_run):
+    config, experiment, _, workdir, mesh = cross_run
+    config.train.steps = 9
+    config.eval_every = 100  # only the final step evaluates
+    result = loop.train(config, experiment, mesh, workdir)
+    assert result.step == 9
+    evals = [r for r in _metrics(workdir) if "eval/accuracy" in r]
+    assert len(evals) == 3  # steps 4 and 8 from the first run, 9 after resuming
+    assert os.path.exists(os.path.join(workdir, "eval", "step_0000009", "gsm8k_soft_only.jsonl"))
+
+
+def test_dit_steps_and_sampled_eval(tmp_path, data_dir):
+    config = _config(tmp_path, data_dir, "kind=dit", steps=3, eval_every=3)
+    config.eval.baselines = False
+    config.loss.token_alignment = 0.1
+    mesh = make_mesh((1, 1, 1), jax.devices()[:1])
+    experiment = registry.get("translator")(config, mesh)
+    result = loop.train(config, experiment, mesh, str(tmp_path / "run"))
+    rows = [r for r in _metrics(str(tmp_path / "run")) if "train/nll_loss" in r]
+    assert len(rows) == 3 and all(np.isfinite(r["train/loss"]) for r in rows)
+    assert all(r["train/dit_flow_loss"] > 0 and r["train/token_alignment_loss"] > 0 for r in rows)
+    assert experiment.fingerprint["translator"]["kind"] == "dit" and result.step == 3
+    stem = os.path.join(str(tmp_path / "run"), "eval", "step_0000003", "gsm8k_soft_plus_text")
+    records = [json.loads(line) for line in open(stem + ".jsonl")]
+    assert len(records) == 4 and "target_output" not in records[0]
