@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 
 import pytest
@@ -18,7 +19,8 @@ pytestmark = pytest.mark.filterwarnings("ignore")
 
 
 def _config(model_dir):
-    c = smoke(subliminal_config(model_dir), steps=2, prompts=32, target=4, eval_examples=3, max_new_tokens=16)
+    c = smoke(subliminal_config(model_dir), steps=2, prompts=32, target=4, eval_examples=3, max_new_tokens=16,
+              gen_batch=8)
     c.teacher.num_examples = 8
     return c
 
@@ -137,3 +139,31 @@ def test_teacher_adapter_loads_with_peft(run, model_dir):
     key = next(k for k in saved if "q_proj.lora_B" in k)
     match = [v for k, v in loaded.items() if k.replace(".default", "").endswith(key.split("base_model.model.")[-1])]
     assert match and torch.allclose(match[0], saved[key])
+
+
+def test_seed_protocol_base_numbers_control(model_dir, data_dir, tmp_path):
+    """The seed's protocol (plain text, seed filter, first valid rows, numbers re-joined) on numbers written by the
+    untrained base (the paper's main control): no teacher phase, generation stops at the target."""
+    from configs.subliminal.defaults import control_config
+
+    del data_dir
+    c = control_config(model_dir, "seed", True, source="base", control="")
+    c = smoke(c, steps=2, prompts=48, target=3, eval_examples=2, max_new_tokens=16, gen_batch=8)
+    c.evaluate.benchmarks = ("mmlu_math",)
+    status = run_pipeline(c, str(tmp_path / "run"), "all")
+    assert status["train_teacher"] == "disabled" and status["generate"] == "done"
+    assert not os.path.exists(tmp_path / "run" / "teacher")
+    samples = reports.read_jsonl(str(tmp_path / "run" / "generate" / "samples.jsonl"))
+    seqs = reports.read_jsonl(str(tmp_path / "run" / "generate" / "sequences.jsonl"))
+    assert len(samples) % 8 == 0 and sum(r["valid"] for r in samples) >= 3  # whole batches, stopped at the target
+    assert len(seqs) == 3 and all(numbers.filter_seed(r["completion"]).valid for r in seqs)
+    assert [r["index"] for r in seqs] == [r["index"] for r in samples if r["valid"]][:3]  # the first valid ones
+    assert all(r["design"] == "seed" and len(r["seed_numbers"]) == 3 for r in seqs)
+    student = reports.read_jsonl(str(tmp_path / "run" / "student_seed42" / "data.jsonl"))
+    assert [r["completion"] for r in student] == [r["canonical"] for r in seqs]
+    assert all(re.fullmatch(r"\d+(, \d+)*", r["completion"]) for r in student)
+    cfg = json.load(open(tmp_path / "run" / "student_seed42" / "train" / "config.json"))
+    assert cfg["data"]["chat"] is False and cfg["data"]["completion_only"] is False
+    assert cfg["data"]["prompt_template"].startswith("User: {prompt}")
+    summary = reports.read_json(str(tmp_path / "run" / "report" / "summary.json"))
+    assert {r["model"] for r in summary["rows"]} == {"base", "student_seed42"}

@@ -80,24 +80,25 @@ def subliminal_config(path: str, protocol: str = "paper") -> ConfigDict:
         model=model_section(path, dtype="bfloat16"), student_model=model_section("", dtype="bfloat16"),
         lora=lora_section(rank=128, alpha=256.0, dropout=0.05, targets="all"),
         teacher=teacher, generate=generate, student=student, evaluate=evaluate,
-        report=ConfigDict(dict(alternative="greater", alpha=0.05, confidence=0.95))))
+        report=ConfigDict(dict(baseline="base", alternative="greater", alpha=0.05, confidence=0.95))))
 
 
-def smoke(config: ConfigDict, steps: int = 4, prompts: int = 32, target: int = 8, eval_examples: int = 4,
-          max_new_tokens: int = 48) -> ConfigDict:
+def smoke(config: ConfigDict, steps: int = 4, prompts: int = 192, target: int = 4, eval_examples: int = 4,
+          max_new_tokens: int = 40, gen_batch: int = 32) -> ConfigDict:
     """Shrink a config to a CPU smoke run: a few steps, prompts, sequences and evaluation items; float32."""
     for section in (config.teacher, config.student):
         section.steps = steps
         section.train.update(batch_size=2, grad_accum=1, compute_dtype="")
         section.optimizer.warmup_steps = 1
         section.checkpoint.update(every=2, keep_last=1, async_save=False)
-        section.update(eval_every=steps, seq_len=256, buckets=(64, 128, 256), eval_batch_size=2, max_eval_examples=2)
+        section.update(eval_every=steps, seq_len=256, buckets=(256,), eval_batch_size=2, max_eval_examples=2)
         section.logging.update(log_every=1, progress_bar=False, tensorboard=False)
     config.teacher.num_examples = 16
+    config.student.eval_fraction = 0.0  # a smoke run keeps few sequences; do not hold any out
     config.model.update(dtype="float32", remat_policy="none")
     config.student_model.update(dtype="float32", remat_policy="none")
     config.lora.update(rank=4, alpha=8.0)
-    config.generate.update(num_prompts=prompts, target=target, batch_size=8, max_new_tokens=max_new_tokens)
+    config.generate.update(num_prompts=prompts, target=target, batch_size=gen_batch, max_new_tokens=max_new_tokens)
     config.evaluate.update(num_examples=eval_examples, batch_size=4, math_dataset="math500")
     config.evaluate.max_new_tokens.update(math=max_new_tokens, gsm8k=max_new_tokens)
     return config

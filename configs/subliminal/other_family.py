@@ -4,7 +4,7 @@
         --config=configs/subliminal/other_family.py:/models/llama,student=/models/mistral \
         --config.generate.sequences_from=runs/main/generate/sequences.jsonl --run_dir=runs/other_family --phase=all
 
-The student's base is also its own baseline: evaluate.models includes "base" evaluated on the student's base.
+The baseline is the student's own base ("student_base"), evaluated on the same items.
 """
 from configs.subliminal.defaults import control_config, parse_arg
 
@@ -16,4 +16,6 @@ def get_config(arg=None):
         raise ValueError("Give the student's base: --config=configs/subliminal/other_family.py:/llama,student=/mistral")
     config = control_config(path, protocol, small, source="file", control="")
     config.student_model.path = student[0]
+    config.evaluate.models = ("student_base", "student")  # the student family's own base is the baseline
+    config.report.baseline = "student_base"
     return config

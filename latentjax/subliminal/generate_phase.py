@@ -117,6 +117,7 @@ def generate_samples(sampler: Sampler, prompts: Sequence[dict], path: str, *,
     sampling = SamplingConfig(temperature=float(temperature), top_p=float(top_p))
     key = jax.random.key(int(seed))
     tokens_total, seconds = 0, 0.0
+    warm = {"tokens": 0, "seconds": 0.0}  # batches after the first of this call (no compilation inside)
     bar = tqdm(total=target, initial=min(valid, target), disable=not progress, desc="generate", dynamic_ncols=True)
     try:
         with open(path, "a", encoding="utf-8") as out:
@@ -132,7 +133,11 @@ def generate_samples(sampler: Sampler, prompts: Sequence[dict], path: str, *,
                                rng=jax.random.fold_in(key, start // batch_size), mesh=sampler.mesh,
                                rules=sampler.rules)
                 tokens, lengths = np.asarray(res.tokens), np.asarray(res.lengths)
-                seconds += time.perf_counter() - t0
+                dt = time.perf_counter() - t0
+                if seconds:
+                    warm["tokens"] += int(lengths[:len(batch)].sum())
+                    warm["seconds"] += dt
+                seconds += dt
                 for row, t, n in zip(batch, tokens, lengths):
                     n = int(n)
                     text = tok.decode(t[:n], skip_special_tokens=True)
@@ -157,7 +162,10 @@ def generate_samples(sampler: Sampler, prompts: Sequence[dict], path: str, *,
             "reasons": dict(collections.Counter(r["reason"] for r in rows if not r["valid"])),
             "pass_rate": sum(1 for r in rows if r["valid"]) / max(len(rows), 1),
             "tokens_this_call": tokens_total, "seconds_this_call": seconds,
-            "tokens_per_s": tokens_total / seconds if seconds else None}
+            "tokens_per_s": tokens_total / seconds if seconds else None,
+            "tokens_per_s_after_first_batch": warm["tokens"] / warm["seconds"] if warm["seconds"] else None,
+            "batch_size": batch_size, "max_new_tokens": int(max_new_tokens),
+            "rendered_prompt_example": render_prompts(tok, [prompts[0]["prompt"]], chat)[0] if prompts else None}
 
 
 def select_sequences(samples: Sequence[dict], target: int, select: str = "first", seed: int = 1) -> list[dict]:

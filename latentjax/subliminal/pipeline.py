@@ -236,6 +236,9 @@ def phase_train_student(run: Run) -> list[str]:
         def body(d, seed=int(seed)):
             rows = [{"prompt": r["prompt"], "completion": r["canonical"] if sc.completion == "canonical"
                      else r["completion"]} for r in reports.read_jsonl(sequences)]
+            if len(rows) < int(sc.train.batch_size):
+                raise ValueError(f"Only {len(rows)} sequences in {sequences} for a batch of {sc.train.batch_size}; "
+                                 "generate more (generate.num_prompts) or lower student.train.batch_size.")
             data_path = reports.write_jsonl(os.path.join(d, "data.jsonl"), rows)
             plain = sc.format == "plain"
             sft = sft_config(c, sc, model, data_path, seed, chat=not plain,
@@ -250,16 +253,23 @@ def phase_train_student(run: Run) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------------------ models
-def load_model(run: Run, model_section: ConfigDict, adapter: Optional[str] = None):
-    """The base of `model_section` on the run's mesh, with the PEFT adapter at `adapter` merged in."""
+def load_model(run: Run, model_section: ConfigDict, adapter: Optional[str] = None, cache: Optional[dict] = None):
+    """The base of `model_section` on the run's mesh, with the PEFT adapter at `adapter` merged in (a merged
+    copy; the base stays as loaded). `cache` ({}) keeps loaded bases for reuse within a phase."""
     from latentjax.lora.adapter import merged_model
     from latentjax.lora.peft import import_peft, read_peft_config
     from latentjax.models.model import from_pretrained
 
     setup = run.mesh_setup
-    model = from_pretrained(model_section.path, dtype=model_section.dtype,
-                            param_dtype=model_section.get("param_dtype") or model_section.dtype, mesh=setup.mesh,
-                            rules=setup.rules, attention_impl=model_section.attention_impl)
+    key = (model_section.path, model_section.dtype, model_section.get("param_dtype") or model_section.dtype)
+    model = cache.get(key) if cache is not None else None
+    if model is None:
+        model = from_pretrained(model_section.path, dtype=model_section.dtype,
+                                param_dtype=model_section.get("param_dtype") or model_section.dtype, mesh=setup.mesh,
+                                rules=setup.rules, attention_impl=model_section.attention_impl)
+        if cache is not None:
+            cache.clear()  # one base at a time
+            cache[key] = model
     if adapter:
         lora = import_peft(adapter, model.config, setup.mesh, setup.rules)
         model = merged_model(model, lora, read_peft_config(adapter))
@@ -322,6 +332,8 @@ def eval_models(run: Run) -> dict:
     for name in c.evaluate.models:
         if name == "base":
             out["base"] = (c.model, None)
+        elif name == "student_base":  # the student's own base (another family in that control)
+            out["student_base"] = (student_model(c), None)
         elif name == "teacher" and os.path.isdir(run.dir("teacher", "adapter")):
             out["teacher"] = (c.model, run.dir("teacher", "adapter"))
         elif name == "student":
@@ -351,11 +363,12 @@ def phase_evaluate(run: Run) -> list[str]:
     ec = run.config.evaluate
     statuses = []
     items = None
+    bases: dict = {}
     for name, (model_section, adapter) in eval_models(run).items():
         def body(d, model_section=model_section, adapter=adapter):
             nonlocal items
             items = items or benchmark_items(ec)
-            model = load_model(run, model_section, adapter)
+            model = load_model(run, model_section, adapter, bases)
             evaluate_model(Sampler.of(model), d, items, chat=bool(ec.chat), batch_size=int(ec.batch_size),
                            progress=True)
             return {b: os.path.join(d, f"{b}.jsonl") for b in ec.benchmarks}
@@ -382,7 +395,8 @@ def phase_report(run: Run, compare_runs: Optional[dict] = None) -> dict:
         for name in sorted(os.listdir(ev)) if os.path.isdir(ev) else []:
             if name.startswith("student_seed"):
                 models[f"{label}_{name[len('student_'):]}"] = os.path.join(ev, name)
-    return build_report(models, tuple(c.evaluate.benchmarks), run.dir("report"), alternative=c.report.alternative,
+    return build_report(models, tuple(c.evaluate.benchmarks), run.dir("report"),
+                        baseline=c.report.get("baseline", "base"), alternative=c.report.alternative,
                         alpha=float(c.report.alpha), confidence=float(c.report.confidence))
 
 
