@@ -1,0 +1,254 @@
+"""The GPU benchmark suite: latentjax and the seed's PyTorch stack, side by side, in one run.
+
+    python benchmarks/suite.py --out $OUT --reference .devcarry/hf_reference.py
+
+Random-weight models of the Llama-3.1-8B (sender) and Mistral-7B-v0.3 (receiver) shapes, bf16, one GPU, the
+shapes of `shared/bench/hf_reference.py`:
+  pair   bridge train step at batch 8 and 64 (bridge width 512, depth 2, 8 heads, K=16, sender prompt 128 tokens,
+         receiver answer 32 tokens, sender tapped at layer 31); one bridged request (64-token prompt, 24 receiver
+         tokens, next-token argmax); one text-relay request (50 greedy sender tokens, then the receiver); batch-64
+         sampling of 64 new tokens after a 64-token prompt (temperature 1, top-p 0.95);
+  lora   LoRA r=128 step on all seven projections, batch 4 x 512, without and with full rematerialisation
+         (benchmarks/lora_8b.py);
+  decode prefill tokens/s (batch 1 x 2048) and decode ms/token at batch 1 (greedy);
+  ref    the reference script, whose figures the table divides ours by.
+Each part runs in its own process (PyTorch and JAX never share the GPU). Timings: warm-up, then the median of
+repeated runs with the device synchronised. Writes $OUT/suite.json and prints one table last.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+TINY = os.environ.get("LATENTJAX_SUITE_TINY") == "1"  # CPU smoke test of the suite itself: small shapes
+
+
+def shapes():
+    from latentjax.bridge.benchmark import LLAMA31_8B, MISTRAL_7B_V03
+
+    if not TINY:
+        return LLAMA31_8B, MISTRAL_7B_V03
+    small = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4,
+                 num_key_value_heads=2, head_dim=16)
+    return dict(LLAMA31_8B, vocab_size=512, **small), dict(MISTRAL_7B_V03, vocab_size=384, **small)
+
+
+def median_time(fn, warm: int = 2, reps: int = 10) -> float:
+    import jax
+    import numpy as np
+
+    for _ in range(warm):
+        jax.block_until_ready(fn())
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        jax.block_until_ready(fn())
+        times.append(time.perf_counter() - t)
+    return float(np.median(times))
+
+
+def part_pair() -> dict:
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    from ml_collections import ConfigDict
+
+    from latentjax.bridge.batching import BATCH_AXES
+    from latentjax.bridge.forward import BridgedModel, SenderTap
+    from latentjax.bridge.model import BridgeConfig, init_bridge
+    from latentjax.inference.generate import decoder_apply, generate
+    from latentjax.inference.sampling import SamplingConfig
+    from latentjax.models.config import from_hf_dict
+    from latentjax.models.model import init_params, truncate_layers
+    from latentjax.parallel import rules as rules_lib
+    from latentjax.train import state as state_lib
+    from latentjax.train.optimizer import make_optimizer
+    from latentjax.train.step import make_train_step
+
+    mesh, rules = rules_lib.single_device_mesh(), rules_lib.DEFAULT_RULES
+    common = dict(dtype="bfloat16", param_dtype="bfloat16")
+    sender_shape, receiver_shape = shapes()
+    sender_cfg = from_hf_dict(sender_shape, **common)
+    receiver_cfg = from_hf_dict(receiver_shape, **common)
+    sv, rv = sender_cfg.vocab_size - 256, receiver_cfg.vocab_size - 256  # random ids below the special tokens
+    sender = init_params(sender_cfg, jax.random.PRNGKey(1), mesh, rules)
+    receiver = init_params(receiver_cfg, jax.random.PRNGKey(2), mesh, rules)
+    tap = SenderTap.make(sender_cfg, min(31, sender_cfg.num_layers - 1))
+    _, tapped = truncate_layers(sender_cfg, sender, tap.config.num_layers)
+    tapped = {k: v for k, v in tapped.items() if k != "lm_head"}
+    frozen = {"sender": tapped, "receiver": receiver}
+    res = {}
+    bridge_cfg = BridgeConfig(sender_dim=sender_cfg.hidden_size, receiver_dim=receiver_cfg.hidden_size, num_latents=16, depth=2, num_heads=8, width=512,
+                              output_scale_init=0.0027)
+    model = BridgedModel(tap, bridge_cfg, receiver_cfg, diversity_weight=0.0)
+    opt_cfg = ConfigDict(dict(lr=1e-4, warmup_steps=0, decay="constant", end_lr_ratio=1.0, b1=0.9, b2=0.999,
+                              eps=1e-8, weight_decay=0.01, clip_norm=1.0))
+    optimizer, _ = make_optimizer(opt_cfg, 100)
+    init = lambda rng: init_bridge(bridge_cfg, rng)
+    shardings = state_lib.state_shardings(init, optimizer, mesh, rules)
+    state = state_lib.init_state(init, optimizer, 0, shardings, mesh, rules)
+    res["bridge_params"] = bridge_cfg.num_params
+    step = make_train_step(model.loss, optimizer, mesh, rules, shardings, BATCH_AXES, 1)
+    rs = np.random.RandomState(0)
+    for batch in (8, 64):
+        k, answer, sender_len = 16, 32, 128
+        b = {"sender_input_ids": rs.randint(0, sv, (batch, sender_len)).astype(np.int32),
+             "sender_attention_mask": np.ones((batch, sender_len), np.int32),
+             "receiver_input_ids": rs.randint(0, rv, (batch, k + answer)).astype(np.int32),
+             "receiver_attention_mask": np.ones((batch, k + answer), np.int32),
+             "receiver_loss_mask": np.concatenate([np.zeros((batch, k)), np.ones((batch, answer))], 1).astype(np.int32),
+             "soft_start": np.zeros((batch,), np.int32)}
+        holder = {"state": state}
+
+        def one_step():
+            holder["state"], metrics = step(holder["state"], frozen, b)
+            return metrics["loss"]
+
+        sec = median_time(one_step)
+        state = holder["state"]
+        res[f"bridge_step_B{batch}_ms"] = sec * 1e3
+        res[f"bridge_step_B{batch}_examples_per_s"] = batch / sec
+
+    ids = jnp.asarray(rs.randint(0, sv, (1, 64)), jnp.int32)
+    rid = jnp.asarray(rs.randint(0, rv, (1, 24)), jnp.int32)
+    ones = lambda n: jnp.ones((1, n), jnp.int32)
+
+    @jax.jit
+    def bridged_request(params, frozen, ids, rid):
+        with rules_lib.axis_rules(rules):
+            soft = model.soft_tokens(params, frozen, ids, ones(64)).soft_tokens.astype(jnp.bfloat16)
+            x = jnp.concatenate([soft, model.receiver_embed(frozen, rid)], axis=1)
+            return jnp.argmax(model.receiver_logits(frozen, x, ones(16 + 24))[:, -1], -1)
+
+    with jax.set_mesh(mesh):
+        res["latency_bridge_ms"] = median_time(lambda: bridged_request(state.params, frozen, ids, rid)) * 1e3
+    full_sender = sender
+    receiver_apply = jax.jit(lambda p, x: jnp.argmax(
+        _decoder_logits(receiver_cfg, rules, p, x)[:, -1], -1))
+
+    def relay_request():
+        out = generate(sender_cfg, full_sender, ids, max_new_tokens=50, mesh=mesh, rules=rules,
+                       apply_fn=decoder_apply(sender_cfg))
+        msg = out.tokens % rv
+        with jax.set_mesh(mesh):
+            return receiver_apply(receiver, jnp.concatenate([msg, rid], axis=1))
+
+    res["latency_text_relay_50tok_ms"] = median_time(relay_request, warm=1, reps=5) * 1e3
+    prompts = jnp.asarray(rs.randint(0, sv, (64, 64)), jnp.int32)
+    hot = SamplingConfig(temperature=1.0, top_p=0.95)
+    sample = lambda: generate(sender_cfg, full_sender, prompts, max_new_tokens=64, sampling=hot,
+                              rng=jax.random.key(0), mesh=mesh, rules=rules).tokens
+    sec = median_time(sample, warm=1, reps=3)
+    res["sample_B64_new64_ms"] = sec * 1e3
+    res["sample_B64_tokens_per_s"] = 64 * 64 / sec
+    res["peak_device_gib"] = (jax.devices()[0].memory_stats() or {}).get("peak_bytes_in_use", 0) / 2**30
+    return res
+
+
+def _decoder_logits(config, rules, params, ids):
+    from latentjax.models.decoder import Decoder
+    from latentjax.parallel import rules as rules_lib
+
+    with rules_lib.axis_rules(rules):
+        return Decoder(config).apply({"params": params}, ids).logits
+
+
+def part_lora() -> dict:
+    sys.path.insert(0, HERE)
+    import lora_8b
+
+    res = {}
+    for remat, tag in (("none", "noremat"), ("full", "remat")):
+        r = lora_8b.run_one(remat)
+        res[f"lora_B4_T512_{tag}_ms"] = r["step_ms"]
+        res[f"lora_B4_T512_{tag}_tokens_per_s"] = r["tokens_per_s"]
+        res[f"lora_B4_T512_{tag}_peak_mem_gib"] = r["peak_device_gib"]
+        res[f"lora_B4_T512_{tag}_mfu_vs_813"] = r["mfu_vs_813"]
+    return res
+
+
+def part_decode() -> dict:
+    import jax
+    import numpy as np
+
+    from latentjax.inference.generate import generate
+    from latentjax.models.config import from_hf_dict
+    from latentjax.models.model import init_params
+    from latentjax.parallel import rules as rules_lib
+
+    mesh, rules = rules_lib.single_device_mesh(), rules_lib.DEFAULT_RULES
+    cfg = from_hf_dict(shapes()[0], dtype="bfloat16", param_dtype="bfloat16")
+    sv = cfg.vocab_size - 256
+    params = init_params(cfg, jax.random.PRNGKey(0), mesh, rules)
+    rs = np.random.RandomState(0)
+    x = rs.randint(0, sv, (1, 2048)).astype(np.int32)
+    fwd = jax.jit(lambda p, i: _decoder_logits(cfg, rules, p, i)[:, -1])
+    with jax.set_mesh(mesh):
+        sec = median_time(lambda: fwd(params, x))
+    res = {"prefill_B1_T2048_tokens_per_s": 2048 / sec}
+    prompt = rs.randint(0, sv, (1, 128)).astype(np.int32)
+    run = lambda n: generate(cfg, params, prompt, max_new_tokens=n, mesh=mesh, rules=rules).tokens
+    full, one = median_time(lambda: run(129), reps=3), median_time(lambda: run(1), reps=3)
+    res["decode_B1_ms_per_token"] = (full - one) / 128 * 1e3
+    return res
+
+
+PARTS = {"pair": part_pair, "lora": part_lora, "decode": part_decode}  # lora has no tiny mode: GPU only
+COMPARE = ["bridge_step_B8_ms", "bridge_step_B64_ms", "latency_bridge_ms", "latency_text_relay_50tok_ms",
+           "sample_B64_tokens_per_s", "lora_B4_T512_noremat_ms", "lora_B4_T512_remat_ms",
+           "lora_B4_T512_noremat_peak_mem_gib", "lora_B4_T512_remat_peak_mem_gib"]
+
+
+def run_part(args: list[str]) -> dict:
+    proc = subprocess.run([sys.executable] + args, capture_output=True, text=True)
+    lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
+    if proc.returncode or not lines:
+        sys.stderr.write(proc.stdout[-2000:] + proc.stderr[-4000:])
+        return {"error": f"{' '.join(args[-2:])}: exit {proc.returncode}"}
+    return json.loads(lines[-1][7:])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", default=os.environ.get("OUT", "."))
+    parser.add_argument("--reference", default="", help="path of hf_reference.py (skipped when empty)")
+    parser.add_argument("--parts", default="pair,lora,decode")
+    parser.add_argument("--part", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.part:
+        print("RESULT " + json.dumps(PARTS[args.part]()), flush=True)
+        return
+    ours, errors = {}, []
+    for part in args.parts.split(","):
+        r = run_part([__file__, "--part", part])
+        if "error" in r:
+            errors.append(r.pop("error"))
+        ours.update(r)
+    ref = {}
+    if args.reference:
+        os.makedirs(args.out, exist_ok=True)
+        subprocess.run([sys.executable, args.reference], env=dict(os.environ, OUT=args.out))
+        path = os.path.join(args.out, "hf_anchor.json")
+        ref = json.load(open(path)) if os.path.exists(path) else {}
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "suite.json"), "w") as f:
+        json.dump({"ours": ours, "reference": ref, "errors": errors}, f, indent=1)
+    print("\n| figure | latentjax | reference | reference / ours (time) or ours / reference (rate) |\n|---|---|---|---|")
+    for key in list(dict.fromkeys(COMPARE + list(ours))):
+        a, b = ours.get(key), ref.get(key)
+        ratio = ""
+        if isinstance(a, (int, float)) and isinstance(b, (int, float)) and a and b:
+            ratio = f"{(a / b) if key.endswith('per_s') else (b / a):.2f}x"
+        fmt = lambda v: f"{v:.4g}" if isinstance(v, float) else ("" if v is None else str(v))
+        print(f"| {key} | {fmt(a)} | {fmt(b)} | {ratio} |")
+    for e in errors:
+        print(f"| error | {e} | | |")
+
+
+if __name__ == "__main__":
+    main()
