@@ -141,7 +141,7 @@ def test_teacher_adapter_loads_with_peft(run, model_dir):
     assert match and torch.allclose(match[0], saved[key])
 
 
-def test_seed_protocol_base_numbers_control(model_dir, data_dir, tmp_path):
+def test_seed_protocol_base_numbers_control(run, model_dir, data_dir, tmp_path):
     """The seed's protocol (plain text, seed filter, first valid rows, numbers re-joined) on numbers written by the
     untrained base (the paper's main control): no teacher phase, generation stops at the target."""
     from configs.subliminal.defaults import control_config
@@ -167,3 +167,10 @@ def test_seed_protocol_base_numbers_control(model_dir, data_dir, tmp_path):
     assert cfg["data"]["prompt_template"].startswith("User: {prompt}")
     summary = reports.read_json(str(tmp_path / "run" / "report" / "summary.json"))
     assert {r["model"] for r in summary["rows"]} == {"base", "student_seed42"}
+    # the main run's report adds the control's students, tested against the main run's base on the same items
+    main_dir, _ = run
+    report = run_pipeline(_config(model_dir), main_dir, "report", compare_runs={"basenums": str(tmp_path / "run")})
+    assert report["report"] == "10 rows"
+    rows = reports.read_json(os.path.join(main_dir, "report", "summary.json"))["rows"]
+    control = [r for r in rows if r["model"] == "basenums_seed42"]
+    assert len(control) == 1 and control[0]["benchmark"] == "mmlu_math" and control[0]["n_paired"] == 2
