@@ -48,7 +48,6 @@ def main() -> None:
     args = parser.parse_args()
 
     import jax
-    import numpy as np
 
     from latentjax.convert.gguf import smollm2_path
     from latentjax.inference.generate import generate
