@@ -149,7 +149,7 @@ def test_seed_protocol_base_numbers_control(run, model_dir, data_dir, tmp_path):
     del data_dir
     c = control_config(model_dir, "seed", True, source="base", control="")
     c = smoke(c, steps=2, prompts=48, target=3, eval_examples=2, max_new_tokens=16, gen_batch=8)
-    c.evaluate.benchmarks = ("mmlu_math",)
+    c.evaluate.update(benchmarks=("mmlu_math",), mmlu_mode="generate")  # the seed's generate-and-parse letters
     status = run_pipeline(c, str(tmp_path / "run"), "all")
     assert status["train_teacher"] == "disabled" and status["generate"] == "done"
     assert not os.path.exists(tmp_path / "run" / "teacher")
@@ -167,6 +167,8 @@ def test_seed_protocol_base_numbers_control(run, model_dir, data_dir, tmp_path):
     assert cfg["data"]["prompt_template"].startswith("User: {prompt}")
     summary = reports.read_json(str(tmp_path / "run" / "report" / "summary.json"))
     assert {r["model"] for r in summary["rows"]} == {"base", "student_seed42"}
+    mmlu = reports.read_jsonl(str(tmp_path / "run" / "evaluate" / "base" / "mmlu_math.jsonl"))
+    assert len(mmlu) == 2 and all("generation" in r and r["extracted"] in (None, "A", "B", "C", "D") for r in mmlu)
     # the main run's report adds the control's students, tested against the main run's base on the same items
     main_dir, _ = run
     report = run_pipeline(_config(model_dir), main_dir, "report", compare_runs={"basenums": str(tmp_path / "run")})

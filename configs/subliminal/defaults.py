@@ -74,7 +74,8 @@ def subliminal_config(path: str, protocol: str = "paper") -> ConfigDict:
     evaluate = ConfigDict(dict(
         models=("base", "teacher", "student"), benchmarks=("math", "gsm8k", "mmlu_math"), math_dataset="math",
         num_examples=0, subset_seed=0, batch_size=16, chat=not seed_like,
-        max_new_tokens=ConfigDict(dict(math=1024, gsm8k=512, mmlu_math=1)), mmlu_subjects=SEED_MMLU_SUBJECTS))
+        max_new_tokens=ConfigDict(dict(math=1024, gsm8k=512, mmlu_math=10)), mmlu_subjects=SEED_MMLU_SUBJECTS,
+        mmlu_mode="logprob"))  # "generate": the seed's generate-and-parse letter scoring (mmlu_math new tokens)
     return ConfigDict(dict(
         name=f"subliminal_{protocol}", protocol=protocol, seed=42, mesh=base.mesh(),
         model=model_section(path, dtype="bfloat16"), student_model=model_section("", dtype="bfloat16"),

@@ -122,8 +122,12 @@ def _summary(records: Sequence[dict], groups: Sequence[str] = ()) -> dict:
 
 
 def evaluate_benchmark(sampler: Sampler, benchmark: str, items: Sequence[dict], *, chat: bool = True,
-                       batch_size: int = 16, max_new_tokens: int = 1024, progress: bool = False) -> tuple[list, dict]:
-    """(per-item records, summary) of one benchmark."""
+                       batch_size: int = 16, max_new_tokens: int = 1024, progress: bool = False,
+                       mmlu_mode: str = "logprob") -> tuple[list, dict]:
+    """(per-item records, summary) of one benchmark. mmlu_mode: "logprob" (letter with the highest next-token
+    log-probability) or "generate" (the seed's: greedy `max_new_tokens`, then `extract_mmlu_letter`)."""
+    if mmlu_mode not in ("logprob", "generate"):
+        raise ValueError(f"mmlu_mode must be 'logprob' or 'generate', got {mmlu_mode!r}.")
     if benchmark == "math":
         gens = greedy_generations(sampler, [ma.format_math_prompt(r["problem"]) for r in items], chat=chat,
                                   batch_size=batch_size, max_new_tokens=max_new_tokens, progress=progress, desc="MATH")
@@ -136,6 +140,15 @@ def evaluate_benchmark(sampler: Sampler, benchmark: str, items: Sequence[dict], 
                                   batch_size=batch_size, max_new_tokens=max_new_tokens, progress=progress, desc="GSM8K")
         records = [{"item": r["item"], "generation": g, **ma.score_gsm8k(g, r["answer"])} for r, g in zip(items, gens)]
         return records, _summary(records, ("rule",))
+    if benchmark == "mmlu_math" and mmlu_mode == "generate":  # the seed's generate-and-parse scoring
+        gens = greedy_generations(sampler, [ma.format_mmlu_prompt(r["question"], r["choices"]) for r in items],
+                                  chat=chat, batch_size=batch_size, max_new_tokens=max_new_tokens)
+        records = []
+        for r, g in zip(items, gens):
+            gold, pred = ma.mmlu_gold_letter(r["answer"]), ma.extract_mmlu_letter(g)
+            records.append({"item": r["item"], "subject": r["subject"], "gold": gold, "generation": g,
+                            "extracted": pred, "correct": pred == gold})
+        return records, _summary(records, ("subject",))
     if benchmark == "mmlu_math":
         scores = mmlu_letter_scores(sampler, [ma.format_mmlu_prompt(r["question"], r["choices"]) for r in items],
                                     chat=chat, batch_size=batch_size)
@@ -148,7 +161,7 @@ def evaluate_benchmark(sampler: Sampler, benchmark: str, items: Sequence[dict], 
 
 
 def evaluate_model(sampler: Sampler, out_dir: str, benchmarks: dict, *, chat: bool = True, batch_size: int = 16,
-                   progress: bool = False) -> dict:
+                   progress: bool = False, mmlu_mode: str = "logprob") -> dict:
     """Run each benchmark of `benchmarks` = {name: {"items": rows, "max_new_tokens": n}} whose summary is not yet
     in `out_dir`; returns {name: summary}."""
     results = {}
@@ -158,7 +171,8 @@ def evaluate_model(sampler: Sampler, out_dir: str, benchmarks: dict, *, chat: bo
             results[name] = reports.read_json(summary_path)
             continue
         records, summary = evaluate_benchmark(sampler, name, spec["items"], chat=chat, batch_size=batch_size,
-                                              max_new_tokens=int(spec.get("max_new_tokens", 512)), progress=progress)
+                                              max_new_tokens=int(spec.get("max_new_tokens", 512)), progress=progress,
+                                              mmlu_mode=mmlu_mode)
         reports.write_eval_outputs(out_dir, name, records, summary)
         results[name] = summary
     return results

@@ -370,7 +370,7 @@ def phase_evaluate(run: Run) -> list[str]:
             items = items or benchmark_items(ec)
             model = load_model(run, model_section, adapter, bases)
             evaluate_model(Sampler.of(model), d, items, chat=bool(ec.chat), batch_size=int(ec.batch_size),
-                           progress=True)
+                           progress=True, mmlu_mode=ec.get("mmlu_mode", "logprob"))
             return {b: os.path.join(d, f"{b}.jsonl") for b in ec.benchmarks}
 
         inputs = {"base_model": model_section.path, **({"adapter": adapter} if adapter else {})}
