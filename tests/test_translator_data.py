@@ -96,3 +96,17 @@ def test_official_scoring_and_collapse_stats():
     assert s["n"] == 5 and s["correct"] == 1 and s["invalid"] == 1 and s["invalid_rate"] == 0.2
     assert s["distinct_answers"] == 4 and s["top_outputs"] == [["1", 2], ["10", 1]]
     assert 0 <= s["ci95"][0] <= 0.2 <= s["ci95"][1]
+
+
+def test_format_token_id_and_positions(tok):
+    assert tok.decode([D.format_token_id(tok)]) == "#"  # byte-level: the first '#'
+    import jax.numpy as jnp
+
+    from latentjax.translator.forward import text_positions
+
+    mask = jnp.asarray([[1, 1, 1, 1, 1, 0], [1, 1, 0, 0, 1, 1]])  # row 1: soft tokens, left padding, text
+    np.testing.assert_array_equal(text_positions(mask, 2, "shifted"), [[0, 1, 2, 3, 4, 4], [0, 1, 1, 1, 2, 3]])
+    np.testing.assert_array_equal(text_positions(mask, 2, "text_first"),
+                                  [[-2, -1, 0, 1, 2, 2], [-2, -1, -1, -1, 0, 1]])
+    with pytest.raises(ValueError, match="positions"):
+        text_positions(mask, 2, "rope")

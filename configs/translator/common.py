@@ -52,11 +52,13 @@ def loss_section(**overrides) -> ConfigDict:
 
 def eval_section(num_samples=200, final_num_samples=200) -> ConfigDict:
     """num_samples items of the test split every eval_every steps, final_num_samples at the last step (0 = all
-    1,319); few_shot exemplars drawn once with few_shot_seed; baselines = target-alone (and source_alone)
-    accuracy on the same items, computed once."""
+    1,319); few_shot exemplars drawn once with few_shot_seed; sender_few_shot: the source reads the few-shot
+    evaluation prompt (else the training prompt; the spec does not say which the reference fed it);
+    baselines = target-alone (and source_alone) accuracy on the same items, computed once."""
     return ConfigDict(dict(split="test", num_samples=int(num_samples), final_num_samples=int(final_num_samples),
                            batch_size=8, max_new_tokens=256, few_shot=8, few_shot_seed=42, seed=0,
-                           sender_max_tokens=2048, baselines=True, source_alone=True, output_dir=""))
+                           sender_max_tokens=2048, sender_few_shot=True, baselines=True, source_alone=True,
+                           output_dir=""))
 
 
 def translator_config(direction: str, *, kind="dit", mode="soft_plus_text", teacher="answer", arg=None,

@@ -86,8 +86,15 @@ def context_text(mode: str, prompt: str) -> tuple[str, bool]:
 
 
 def format_token_id(tokenizer: Any) -> int:
-    """The first target token of '####' (the format terms look for it)."""
-    return int(token_ids(tokenizer, "####", False)[0])
+    """The target token that starts '####' where solutions have it (after a newline): the first token of
+    "x\n#### 1" past its common prefix with "x\n" (so a SentencePiece prefix-space piece is not taken)."""
+    full, head = token_ids(tokenizer, "x\n#### 1", False), token_ids(tokenizer, "x\n", False)
+    i = 0
+    while i < min(len(full), len(head)) and full[i] == head[i]:
+        i += 1
+    rest = full[i:]
+    hashes = [t for t in rest if "#" in tokenizer.decode([t])]
+    return int(hashes[0] if hashes else rest[0])
 
 
 def gsm8k_examples(rows: Sequence[dict]) -> list[dict]:

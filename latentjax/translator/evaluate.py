@@ -77,9 +77,12 @@ class Evaluator:
     mesh: Any = None
     rules: Any = rules_lib.DEFAULT_RULES
     source: Optional[tuple] = None  # (DecoderConfig, full params) of the source for source-alone accuracy
+    sender_few_shot: bool = True  # the source reads the evaluation prompt (else the training prompt)
 
     def __post_init__(self):
         self.prompts = [eval_prompt(ex["question"], self.few_shot) for ex in self.examples]
+        self.sender_prompts = (self.prompts if self.sender_few_shot
+                               else [eval_prompt(ex["question"], "") for ex in self.examples])
         self.apply_fn = self.model.apply_fn()
         self.text_apply = decoder_apply(self.model.receiver)
         self.source_apply = decoder_apply(self.source[0]) if self.source else None
@@ -106,7 +109,7 @@ class Evaluator:
         mesh = self.mesh or rules_lib.single_device_mesh()
         rng = jax.random.PRNGKey(self.seed)
         for real, full in self._batches():
-            src_ids, src_mask = _left_pad([token_ids(self.sender_tokenizer, self.prompts[i], True,
+            src_ids, src_mask = _left_pad([token_ids(self.sender_tokenizer, self.sender_prompts[i], True,
                                                      self.sender_max_tokens) for i in full],
                                           self.sender_tokenizer.pad_token_id or 0)
             ctx_ids, ctx_mask = _left_pad([token_ids(r_tok, *context_text(mode, self.prompts[i])) for i in full],

@@ -89,7 +89,8 @@ def build(config: ConfigDict, mesh: Mesh) -> Experiment:
                                         few_shot=few_shot, batch_size=int(ecfg.batch_size),
                                         max_new_tokens=int(ecfg.max_new_tokens),
                                         sender_max_tokens=int(ecfg.sender_max_tokens), seed=int(ecfg.seed),
-                                        mesh=mesh, rules=rules, source=source_full)
+                                        mesh=mesh, rules=rules, source=source_full,
+                                        sender_few_shot=bool(ecfg.sender_few_shot))
         return evaluators[num]
 
     def eval_fn(variables, step: int) -> dict:
