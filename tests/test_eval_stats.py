@@ -192,3 +192,13 @@ def test_holm_adjust():
 def test_alternative_is_checked():
     with pytest.raises(ValueError):
         stats.mcnemar_exact([1], [0], alternative="bigger")
+
+
+def test_wilson_interval_contains_the_estimate_at_the_extremes():
+    from latentjax.eval.stats import wilson_interval
+
+    for n in (1, 4, 7, 200, 1319):
+        lo, hi = wilson_interval(0, n)
+        assert lo == 0.0 < hi
+        lo, hi = wilson_interval(n, n)
+        assert lo < hi == 1.0

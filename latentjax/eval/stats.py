@@ -75,7 +75,8 @@ def wilson_interval(k: int, n: int, confidence: float = 0.95, clamp: bool = True
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
     lo, hi = center - half, center + half
     if clamp:
-        lo, hi = max(0.0, lo), min(1.0, hi)
+        # Rounding can leave the bound a hair on the wrong side of p at k = 0 or k = n (e.g. 5.6e-17 > 0).
+        lo, hi = max(0.0, min(lo, p)), min(1.0, max(hi, p))
     return lo, hi
 
 
