@@ -1,8 +1,11 @@
-"""Helpers for tests and benchmarks: tiny random Hugging Face checkpoints written by transformers itself."""
+"""Helpers for tests and benchmarks: tiny random Hugging Face checkpoints written by transformers itself, and a
+byte-level tokenizer to go with them."""
 from __future__ import annotations
 
 import os
 from typing import Any
+
+BYTE_SPECIALS = ("<pad>", "<s>", "</s>")  # ids 0, 1, 2 = the tiny configs' pad, bos and eos
 
 
 def tiny_hf_config(family: str = "llama", **overrides: Any):
@@ -41,3 +44,34 @@ def save_tiny_hf_model(path: str, family: str = "llama", seed: int = 0, **overri
     os.makedirs(path, exist_ok=True)
     model.save_pretrained(path)
     return path
+
+
+def save_byte_tokenizer(path: str) -> str:
+    """A byte-level tokenizer (3 specials + 256 bytes = 259 ids, no merges) that prepends BOS, saved to `path`."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {tok: i for i, tok in enumerate(BYTE_SPECIALS)}
+    vocab.update({ch: len(BYTE_SPECIALS) + b for b, ch in enumerate(_byte_chars())})
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B",
+                                                       special_tokens=[("<s>", 1)])
+    tok.add_special_tokens(list(BYTE_SPECIALS))
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
+    fast.save_pretrained(path)
+    return path
+
+
+def _byte_chars() -> list[str]:
+    """GPT-2's byte -> printable-character map (what the ByteLevel pre-tokenizer emits), in byte order."""
+    keep = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), 256))
+    chars, extra = [], 0
+    for b in range(256):
+        if b in keep:
+            chars.append(chr(b))
+        else:
+            chars.append(chr(256 + extra))
+            extra += 1
+    return chars

@@ -111,6 +111,32 @@ def test_sender_padding_is_masked_in_cross_attention():
     np.testing.assert_allclose(a, c, atol=1e-6)
 
 
+def test_soft_tokens_ignore_sender_left_padding(pair):
+    """Through the sender too: a prompt alone, behind 13 extra masked pads (holding junk ids), and beside a longer row
+    in one batch gives the same soft tokens to float32 rounding."""
+    sender, _ = pair
+    cfg = small_config()
+    model, frozen = make_model(pair, cfg)
+    variables = unboxed_init(cfg)
+    ids = sender.tokenizer("a short prompt", add_special_tokens=True)["input_ids"]
+    longer = sender.tokenizer("a much longer prompt that needs far more tokens than the short one",
+                              add_special_tokens=True)["input_ids"]
+    n, pad = len(ids), 13
+    width = len(longer)
+    rows = {
+        "alone": (np.asarray([ids]), np.ones((1, n), np.int32)),
+        "padded": (np.asarray([[7] * pad + ids]), np.asarray([[0] * pad + [1] * n])),
+        "batched": (np.asarray([[0] * (width - n) + ids, longer]),
+                    np.asarray([[0] * (width - n) + [1] * n, [1] * width])),
+    }
+    soft = jax.jit(lambda i, m: model.soft_tokens(variables, frozen, i, m).soft_tokens)
+    out = {k: np.asarray(soft(jnp.asarray(i, jnp.int32), jnp.asarray(m, jnp.int32)))[:1] for k, (i, m) in rows.items()}
+    np.testing.assert_allclose(out["padded"], out["alone"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(out["batched"], out["alone"], rtol=1e-5, atol=1e-6)
+    assert not np.allclose(np.asarray(soft(jnp.asarray(rows["batched"][0][1:]), jnp.ones((1, width), jnp.int32))),
+                           out["alone"], atol=1e-4)  # a different prompt does change them
+
+
 def test_initialisation_follows_the_reference():
     cfg = small_config(width=64, num_latents=256)
     p = unboxed_init(cfg)["params"]

@@ -13,7 +13,7 @@ from latentjax.tasks import AG_NEWS, SST2, PasskeyTask, get_task, names, select
 
 
 def test_registry():
-    assert names() == ["ag_news", "banking77", "passkey", "sst2"]
+    assert names() == ["ag_news", "banking77", "passkey", "sst2", "synthetic"]
     with pytest.raises(KeyError, match="known: ag_news"):
         get_task("trec")
 

@@ -1,4 +1,5 @@
-"""Bridge tasks (telepathy.md "Training"/"Evaluation"): SST-2, AG News, Banking77 and passkey.
+"""Bridge tasks (telepathy.md "Training"/"Evaluation"): SST-2, AG News, Banking77 and passkey, plus a synthetic
+sender-only task generated from a seed (the CPU learning proof).
 
 `get_task("sst2")` returns a frozen task definition; keyword options replace its fields
 (`get_task("passkey", haystack_sentences=200)`).
@@ -11,8 +12,9 @@ from typing import Any, Optional, Union
 from latentjax.eval.classification import AGNEWS_SCIENCE_ALIASES
 from latentjax.tasks.base import ClassificationTask, load_rows, select
 from latentjax.tasks.passkey import PasskeyTask
+from latentjax.tasks.synthetic import SyntheticTask
 
-Task = Union[ClassificationTask, PasskeyTask]
+Task = Union[ClassificationTask, PasskeyTask, SyntheticTask]
 
 SST2 = ClassificationTask(
     name="sst2", dataset="sst2", train_split="train", eval_split="validation", text_field="sentence",
@@ -44,6 +46,7 @@ _FACTORIES = {
     "ag_news": lambda **kw: dataclasses.replace(AG_NEWS, **kw),
     "banking77": banking77,
     "passkey": lambda **kw: PasskeyTask(**kw),
+    "synthetic": lambda **kw: SyntheticTask(**kw),
 }
 
 
@@ -57,5 +60,5 @@ def get_task(name: str, **options: Any) -> Task:
     return _FACTORIES[name](**options)
 
 
-__all__ = ["AG_NEWS", "SST2", "ClassificationTask", "PasskeyTask", "Task", "banking77", "get_task", "load_rows",
-           "names", "select"]
+__all__ = ["AG_NEWS", "SST2", "ClassificationTask", "PasskeyTask", "SyntheticTask", "Task", "banking77", "get_task",
+           "load_rows", "names", "select"]
