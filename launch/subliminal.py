@@ -33,17 +33,6 @@ _COMPARE = flags.DEFINE_multi_string("compare", [], "label=run_dir of a control 
 flags.mark_flags_as_required(["config", "run_dir"])
 
 
-def parse_flags(argv: list[str]) -> list[str]:
-    spec = config_tools.config_spec_from_argv(argv[1:])
-    if spec:
-        try:
-            config_tools.check_overrides(argv[1:], config_tools.load_config(spec))
-        except (config_tools.ConfigOverrideError, FileNotFoundError, ValueError) as e:
-            print(f"error: {e}", file=sys.stderr)
-            sys.exit(2)
-    return app.parse_flags_with_usage(argv)
-
-
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
@@ -69,4 +58,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=parse_flags)
+    app.run(main, flags_parser=config_tools.parse_flags_checking_overrides)

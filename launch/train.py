@@ -26,18 +26,6 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Run folder: config.json, metric
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-def parse_flags(argv: list[str]) -> list[str]:
-    """Refuse mistyped `--config.a.b` overrides with the nearest real key before absl parses anything."""
-    spec = config_tools.config_spec_from_argv(argv[1:])
-    if spec:
-        try:
-            config_tools.check_overrides(argv[1:], config_tools.load_config(spec))
-        except (config_tools.ConfigOverrideError, FileNotFoundError) as e:
-            print(f"error: {e}", file=sys.stderr)
-            sys.exit(2)
-    return app.parse_flags_with_usage(argv)
-
-
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
@@ -70,4 +58,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=parse_flags)
+    app.run(main, flags_parser=config_tools.parse_flags_checking_overrides)

@@ -105,6 +105,21 @@ def check_overrides(argv: Sequence[str], config: ConfigDict, flag: str = "config
         check_key(config, key)
 
 
+def parse_flags_checking_overrides(argv: list[str]) -> list[str]:
+    """absl `flags_parser` for launchers: refuse a mistyped `--config.a.b` override (exit 2, naming the nearest
+    real key) before absl parses anything or any work starts."""
+    from absl import app
+
+    spec = config_spec_from_argv(argv[1:])
+    if spec:
+        try:
+            check_overrides(argv[1:], load_config(spec))
+        except (ConfigOverrideError, FileNotFoundError, ValueError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
+    return app.parse_flags_with_usage(argv)
+
+
 def to_jsonable(config: ConfigDict) -> dict:
     return json.loads(config.to_json_best_effort(sort_keys=True))
 
