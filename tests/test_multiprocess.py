@@ -96,7 +96,9 @@ ALLGATHER = ("import sys; sys.path.insert(0, '.'); import numpy as np; from late
              "assert distributed.initialize_from_env(); import jax; "
              "from jax.experimental import multihost_utils as mu; "
              "got = mu.process_allgather(np.array([jax.process_index()])); "
-             "print('OK', jax.process_count(), jax.device_count(), got.ravel().tolist(), flush=True)")
+             # one write per line: both processes share the pipe, and print() writes in pieces that can interleave
+             "sys.stdout.write(f'OK {jax.process_count()} {jax.device_count()} {got.ravel().tolist()}\\n'); "
+             "sys.stdout.flush()")
 
 
 def test_slurm_template_starts_one_process_per_node(tmp_path):
