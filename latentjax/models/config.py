@@ -55,8 +55,7 @@ class DecoderConfig:
     dtype: str = "float32"  # compute dtype
     param_dtype: str = "float32"
     remat_policy: str = "none"  # none | full | minimal | save_dots
-    attention_impl: str = "xla"  # xla | cudnn | auto
-    scan_layers: bool = True
+    attention_impl: str = "xla"  # xla | cudnn | auto (jax.nn.dot_product_attention's implementation argument)
 
     def replace(self, **kw) -> "DecoderConfig":
         return dataclasses.replace(self, **kw)

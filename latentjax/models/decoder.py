@@ -105,9 +105,7 @@ class Attention(nn.Module):
             cv = jax.lax.dynamic_update_slice_in_dim(cv, v.astype(cv.dtype), cache_index, axis=1)
             new_cache = (ck, cv)
             k, v = ck.astype(q.dtype), cv.astype(q.dtype)
-        impl = None if cfg.attention_impl in ("auto", "xla") else cfg.attention_impl
-        if cfg.attention_impl == "xla":
-            impl = "xla"
+        impl = None if cfg.attention_impl == "auto" else cfg.attention_impl
         out = jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=impl)
         out = out.reshape(b, t, cfg.num_heads * cfg.head_dim)
         out = _dense(cfg.hidden_size, ("heads", "embed"), cfg.attention_bias, cfg, "o_proj")(out)
