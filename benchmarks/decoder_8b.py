@@ -92,7 +92,7 @@ class HostMemorySampler:
         return {f"peak_host_{k}_gib": v for k, v in self.peak.items()}
 
 
-def step_ours(shape: str, workdir: str) -> dict:
+def step_ours(shape: str, workdir: str, scan_unroll: int = 1) -> dict:
     import jax
     import numpy as np
 
@@ -103,7 +103,7 @@ def step_ours(shape: str, workdir: str) -> dict:
     res = {}
     sampler = HostMemorySampler()
     start = time.perf_counter()
-    model = latentjax.from_pretrained(workdir, dtype="bfloat16")
+    model = latentjax.from_pretrained(workdir, dtype="bfloat16", scan_unroll=scan_unroll)
     jax.block_until_ready(model.params)
     res["load_s"] = time.perf_counter() - start
     res.update(sampler.stop())
@@ -161,16 +161,18 @@ def main() -> None:
     parser.add_argument("--workdir", required=True)
     parser.add_argument("--out", default=os.environ.get("OUT", "."))
     parser.add_argument("--step", choices=["all", "write", "ours"], default="all")
+    parser.add_argument("--scan_unroll", type=int, default=1, help="layers per scan iteration (decode-speed knob)")
     args = parser.parse_args()
     if args.step != "all":
-        fn = step_write if args.step == "write" else step_ours
-        print("RESULT " + json.dumps(fn(args.shape, args.workdir)), flush=True)
+        result = (step_write(args.shape, args.workdir) if args.step == "write"
+                  else step_ours(args.shape, args.workdir, args.scan_unroll))
+        print("RESULT " + json.dumps(result), flush=True)
         return
     os.makedirs(args.workdir, exist_ok=True)
-    results = {"shape": args.shape}
+    results = {"shape": args.shape, "scan_unroll": args.scan_unroll}
     for step in ("write", "ours"):
         proc = subprocess.run([sys.executable, __file__, "--shape", args.shape, "--workdir", args.workdir,
-                               "--step", step], capture_output=True, text=True)
+                               "--step", step, "--scan_unroll", str(args.scan_unroll)], capture_output=True, text=True)
         sys.stderr.write(proc.stderr[-3000:])
         lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
         if proc.returncode or not lines:

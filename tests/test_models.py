@@ -169,3 +169,10 @@ def test_tokenizer_larger_than_embedding_is_refused(smollm2_dir, tiny_dirs, tmp_
     model = latentjax.from_pretrained(str(folder))
     with pytest.raises(ValueError, match="49152 tokens but the model's embedding matrix has 331"):
         model.tokenizer
+
+
+def test_unrolled_layer_scan_gives_the_same_logits(tiny_dirs):
+    ids = np.random.RandomState(8).randint(3, 331, size=(2, 33))
+    scanned = np.asarray(latentjax.from_pretrained(tiny_dirs["llama31"])(ids))
+    unrolled = np.asarray(latentjax.from_pretrained(tiny_dirs["llama31"], scan_unroll=3)(ids))
+    assert relative_error(unrolled, scanned) < 1e-6

@@ -56,6 +56,7 @@ class DecoderConfig:
     param_dtype: str = "float32"
     remat_policy: str = "none"  # none | full | minimal | save_dots
     attention_impl: str = "xla"  # xla | cudnn | auto (jax.nn.dot_product_attention's implementation argument)
+    scan_unroll: int = 1  # layers per scan iteration (num_layers = fully unrolled); a decode-speed knob
 
     def replace(self, **kw) -> "DecoderConfig":
         return dataclasses.replace(self, **kw)

@@ -159,7 +159,8 @@ class Decoder(nn.Module):
         self.layers = nn.scan(
             layer, variable_axes={True: 0}, split_rngs={"params": True},
             in_axes=(nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast, 0),
-            length=cfg.num_layers, metadata_params={nn.PARTITION_NAME: "layers"})(cfg, self.collect_hidden)
+            length=cfg.num_layers, unroll=cfg.scan_unroll,
+            metadata_params={nn.PARTITION_NAME: "layers"})(cfg, self.collect_hidden)
         self.norm = RMSNorm(cfg.rms_norm_eps, jnp.dtype(cfg.param_dtype))
         if not cfg.tie_word_embeddings:
             self.lm_head = _dense(cfg.vocab_size, ("embed", "vocab"), False, cfg, "lm_head")
