@@ -25,8 +25,13 @@ BATCH_AXES = {"sender_input_ids": ("batch", "length"), "sender_attention_mask": 
 
 
 def token_ids(tokenizer: Any, text: str, add_special_tokens: bool, max_length: Optional[int] = None) -> list[int]:
-    kw = dict(truncation=True, max_length=max_length) if max_length else {}
-    return list(tokenizer(text, add_special_tokens=add_special_tokens, **kw)["input_ids"])
+    # Truncate here, not with the tokenizer's truncation=True: that mutates the shared fast tokenizer's backend
+    # state, and grain's prefetch threads encode with one tokenizer at once (sender and receiver can be the same
+    # object), so one thread's max_length leaked into another's encode.
+    ids = list(tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"])
+    if max_length and len(ids) > max_length:
+        ids = ids[-max_length:] if getattr(tokenizer, "truncation_side", "right") == "left" else ids[:max_length]
+    return ids
 
 
 def answer_ids(tokenizer: Any, answer: str, eos: bool) -> list[int]:
