@@ -22,6 +22,7 @@ def _config(model_dir):
     c = smoke(subliminal_config(model_dir), steps=2, prompts=32, target=4, eval_examples=3, max_new_tokens=16,
               gen_batch=8)
     c.teacher.num_examples = 8
+    c.teacher.eval_every = 1  # both teacher steps evaluated: the exported adapter is the better one
     return c
 
 
@@ -139,6 +140,37 @@ def test_teacher_adapter_loads_with_peft(run, model_dir):
     key = next(k for k in saved if "q_proj.lora_B" in k)
     match = [v for k, v in loaded.items() if k.replace(".default", "").endswith(key.split("base_model.model.")[-1])]
     assert match and torch.allclose(match[0], saved[key])
+
+
+def test_teacher_exports_its_best_validation_step(run, model_dir):
+    """The teacher manifest names the exported step; it is the kept checkpoint with the lowest held-out loss, and
+    the PEFT adapter holds exactly that checkpoint's LoRA weights."""
+    import jax
+    import numpy as np
+    import orbax.checkpoint as ocp
+
+    from latentjax.lora.peft import import_peft
+    from latentjax.models.config import load_hf_config
+    from latentjax.subliminal import best_checkpoint
+
+    run_dir, _ = run
+    record = reports.read_json(os.path.join(run_dir, "teacher", "manifest.json"))["record"]
+    assert record["export"] == "best" and record["last_step"] == 2
+    evals = best_checkpoint.metric_by_step(os.path.join(run_dir, "teacher", "train", "metrics.jsonl"), "eval/loss")
+    assert sorted(evals) == [1, 2]  # eval_every=1: every step evaluated and checkpointed
+    want = min(evals, key=lambda s: (evals[s], s))
+    assert record["exported_step"] == want and record["exported_eval_loss"] == pytest.approx(evals[want])
+    assert reports.read_json(os.path.join(run_dir, "teacher", "train_result.json"))["exported_step"] == want
+    manager = ocp.CheckpointManager(os.path.join(run_dir, "teacher", "train", "checkpoints"))
+    saved = manager.restore(want, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]["params"]
+    manager.close()
+    exported = import_peft(os.path.join(run_dir, "teacher", "adapter"), load_hf_config(model_dir))
+    flat_saved = dict(jax.tree_util.tree_flatten_with_path(saved)[0])
+    flat_exported = dict(jax.tree_util.tree_flatten_with_path(exported)[0])
+    assert flat_saved.keys() == flat_exported.keys() and flat_saved
+    for k, v in flat_saved.items():
+        np.testing.assert_allclose(np.asarray(flat_exported[k], np.float32), np.asarray(v, np.float32),
+                                   rtol=1e-6, atol=1e-7, err_msg=str(k))
 
 
 def test_seed_protocol_base_numbers_control(run, model_dir, data_dir, tmp_path):

@@ -2,7 +2,8 @@
 
 `subliminal_config(path, protocol)` gives the seed's training hyperparameters (LoRA r 128 / alpha 256 / dropout
 0.05 on all seven projections; lr 1e-5, micro-batch 4 x accumulation 8, warmup 100, weight decay 0.01, clip 1.0,
-linear decay, seed 42, bf16; teacher 3 epochs on MATH train levels 4-5 with 5% validation, student 10 epochs with
+linear decay, seed 42, bf16; teacher 3 epochs on MATH train levels 4-5 with 5% validation (evaluated every 50
+steps; the adapter of the lowest validation loss is exported), student 10 epochs with
 10% validation) and the number-generation protocol:
 
 - protocol="paper" (default): paper prompts (3-8 seeds in 100..999, combined phrasing), T=1.0 without top-p,
@@ -32,7 +33,7 @@ def training_section(epochs: float, eval_fraction: float, seq_len: int) -> Confi
         train=base.train(steps=0, batch_size=32, grad_accum=8, compute_dtype="bfloat16"),
         optimizer=opt, checkpoint=base.checkpoint(every=500, keep_last=1, keep_best=0), logging=base.logging(10),
         eval_every=500, seq_len=int(seq_len), buckets=(), eval_fraction=float(eval_fraction), eval_batch_size=8,
-        max_eval_examples=0))
+        max_eval_examples=0, export="last"))  # export: "last" step or "best" held-out loss
 
 
 def parse_arg(arg, default_path: str = "") -> tuple[str, str, bool, list]:
@@ -62,6 +63,7 @@ def subliminal_config(path: str, protocol: str = "paper") -> ConfigDict:
     teacher = training_section(3, 0.05, 2048)
     teacher.update(enabled=True, dataset="math", split="train", levels=(4, 5), num_examples=0,
                    format="plain" if seed_like else "chat", completion_only=not seed_like)
+    teacher.update(export="best", eval_every=50)  # the adapter of the best-validation step (issue 7)
     student = training_section(10, 0.1, 512)
     student.update(seeds=(42,), completion="canonical" if seed_like else "raw",
                    format="plain" if seed_like else "chat", completion_only=not seed_like)

@@ -33,14 +33,22 @@ ConfigDict = ml_collections.ConfigDict
 PHASES = ("train_teacher", "generate", "train_student", "evaluate", "report")
 PLAIN_TEACHER_TEMPLATE = "User: {prompt}\n\nAssistant: Let me solve this step by step.\n\n"
 PLAIN_STUDENT_TEMPLATE = "User: {prompt}\n\nAssistant: "
+RECORD = "_record"  # key of a phase body's outputs that holds a JSON record for the manifest, not a path
 
 
 class PhaseChangedError(RuntimeError):
     """A finished phase's manifest records other inputs or config than the current ones."""
 
 
+def jax_process_index() -> int:
+    import jax
+
+    return jax.process_index()
+
+
 def _say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+    if jax_process_index() == 0:
+        print(message, file=sys.stderr, flush=True)
 
 
 # ------------------------------------------------------------------------------------------------------ hashing
@@ -140,7 +148,10 @@ class Run:
         if outputs is None:  # interrupted (e.g. preempted): no manifest, the next run resumes
             _say(f"[{phase_dir}] stopped before the end; rerun to resume.")
             return "interrupted"
+        outputs = dict(outputs)
+        record = outputs.pop(RECORD, None)  # facts the phase wants in its manifest (e.g. the exported step)
         manifest = {"phase": phase_dir, **key, "config": part, "input_paths": inputs,
+                    **({"record": record} if record is not None else {}),
                     "outputs": {k: {"path": os.path.relpath(v, self.run_dir),
                                     "sha256": sha256_path(v)} for k, v in outputs.items()},
                     "seconds": time.time() - t0, "finished_unix": time.time()}
@@ -163,31 +174,59 @@ def sft_config(config: ConfigDict, section: ConfigDict, model: ConfigDict, data_
     return ConfigDict(dict(
         experiment="lora_sft", seed=int(seed), eval_every=int(section.eval_every), mesh=config.mesh,
         model=model, lora=config.lora, data=data, train=ConfigDict(section.train.to_dict()),
-        optimizer=section.optimizer, checkpoint=section.checkpoint, logging=section.logging))
+        optimizer=section.optimizer, checkpoint=ConfigDict(section.checkpoint.to_dict()), logging=section.logging))
 
 
 def train_adapter(run: Run, sft: ConfigDict, section: ConfigDict, phase_dir: str) -> Optional[dict]:
-    """Train with the one loop in `phase_dir/train`, export the final adapter to `phase_dir/adapter` (PEFT)."""
+    """Train with the one loop in `phase_dir/train`, export an adapter to `phase_dir/adapter` (PEFT).
+
+    section.export = "last" exports the final step; "best" exports the checkpoint with the lowest held-out loss
+    (`eval/loss`, evaluated every `eval_every` steps and at the end; every checkpoint is then written at an
+    evaluation step and the loop's keep-best policy keeps the best one). The exported step is recorded in
+    `train_result.json` and in the phase manifest (`record.exported_step`)."""
     from latentjax.lora.experiment import lora_config_from
     from latentjax.lora.peft import export_peft
     from latentjax.models.config import load_hf_config
+    from latentjax.subliminal import best_checkpoint
     from latentjax.train import loop, registry
 
+    export = section.get("export", "last")
+    if export not in ("last", "best"):
+        raise ValueError(f"export must be 'last' or 'best', got {export!r}.")
     mesh = run.mesh_setup.mesh
     experiment = registry.get("lora_sft")(sft, mesh)
     steps = int(section.steps) or max(1, math.ceil(float(section.epochs) * experiment.train_data.steps_per_epoch))
     sft.train.steps = steps
+    if export == "best" and experiment.eval_fn is None:
+        _say(f"[{os.path.basename(phase_dir)}] no validation rows (eval_fraction 0): exporting the last step.")
+        export = "last"
+    if export == "best":
+        sft.checkpoint.update(every=int(sft.eval_every), keep_best=max(1, int(sft.checkpoint.keep_best)),
+                              best_metric="eval/loss", best_mode="min")
     _say(f"[{os.path.basename(phase_dir)}] {len(experiment.train_data.examples)} training examples, "
-         f"{experiment.train_data.steps_per_epoch} steps/epoch, {steps} steps.")
+         f"{experiment.train_data.steps_per_epoch} steps/epoch, {steps} steps, exporting the {export} step.")
     result = loop.train(sft, experiment, mesh, os.path.join(phase_dir, "train"))
     if result.preempted:
         return None
+    state, chosen, losses = result.state, int(result.step), {}
+    if export == "best":
+        best, losses = best_checkpoint.best_step(os.path.join(phase_dir, "train"), "eval/loss", "min")
+        if best is not None and best != chosen:
+            state = best_checkpoint.restore_state(os.path.join(phase_dir, "train", "checkpoints"), best,
+                                                  result.state)
+        chosen = best if best is not None else chosen
     adapter = os.path.join(phase_dir, "adapter")
-    export_peft(adapter, result.state.params, lora_config_from(sft), load_hf_config(sft.model.path),
+    export_peft(adapter, state.params, lora_config_from(sft), load_hf_config(sft.model.path),
                 base_model_name_or_path=sft.model.path)
-    reports.write_json(os.path.join(phase_dir, "train_result.json"),
-                       {"steps": result.step, "last_metrics": result.last_metrics})
-    return {"adapter": adapter, "data": sft.data.path}
+    record = {"export": export, "exported_step": chosen, "last_step": int(result.step),
+              "eval_loss_of_kept_checkpoints": {str(k): v for k, v in sorted(losses.items())},
+              "exported_eval_loss": losses.get(chosen)}
+    if jax_process_index() == 0:
+        reports.write_json(os.path.join(phase_dir, "train_result.json"),
+                           {"steps": result.step, "last_metrics": result.last_metrics, **record})
+    _say(f"[{os.path.basename(phase_dir)}] exported step {chosen} of {result.step}"
+         + (f" (eval/loss {losses[chosen]:.4f})" if chosen in losses else "") + f" to {adapter}.")
+    return {"adapter": adapter, "data": sft.data.path, RECORD: record}
 
 
 def teacher_rows(tc: ConfigDict, seed: int) -> list[dict]:
