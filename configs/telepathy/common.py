@@ -13,6 +13,7 @@ from __future__ import annotations
 from ml_collections import ConfigDict
 
 from configs import base
+from latentjax.bridge.baselines import baseline_section
 
 SENDER = "meta-llama/Llama-3.1-8B-Instruct"  # an HF folder path is needed: override --config.model.sender.path
 RECEIVER = "mistralai/Mistral-7B-Instruct-v0.3"
@@ -77,6 +78,7 @@ def bridge_config(task: str, *, steps: int, batch_size: int, grad_accum: int, lr
     config.optimizer = base.optimizer(lr=float(variant.get("lr", lr)), warmup_steps=0, decay="constant")
     config.data.shuffle_seed = config.seed
     config.eval = eval_section(num_samples, final_num_samples)
+    config.baseline = baseline_section()  # text baselines (launch/telepathy_baseline.py) on config.eval's rows
     config.eval_every = int(eval_every)
     config.checkpoint = base.checkpoint(every=500, keep_last=2, keep_best=1,
                                         best_metric="eval/label_scoring_accuracy", best_mode="max")

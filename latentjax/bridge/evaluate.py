@@ -118,45 +118,60 @@ class Evaluator:
                  ) -> tuple[dict, list[dict]]:
         """(summary, per-example records); both are written to out_dir/{name}.jsonl / .summary.json if given."""
         outputs, scores = self.run(bridge_vars, frozen)
-        records = []
-        for i, (ex, out) in enumerate(zip(self.examples, outputs)):
-            rec = {"id": ex["id"], "input": ex["sender_text"], "gold": ex["gold"], "label": ex["label"],
-                   "output": out}
-            if self.generate:
-                rec.update(self.task.score(out, ex))
-            if scores is not None:
-                pred = int(np.argmax(scores[i]))
-                rec.update(label_score_prediction=pred, label_score_correct=pred == ex["label"],
-                           label_loglik=scores[i].tolist())
-            records.append(rec)
+        records = example_records(self.task, self.examples, outputs, scores, self.generate)
         summary = self.summarize(records, scores)
         if out_dir:
             write_eval_outputs(out_dir, name, records, summary)
         return summary, records
 
     def summarize(self, records: list[dict], scores: Optional[np.ndarray]) -> dict:
-        task = self.task
-        summary: dict = {"task": task.name, "n": len(records), "soft_tokens": self.model.bridge.num_latents,
-                         "max_new_tokens": self.max_new_tokens or task.max_new_tokens}
-        golds = [r["label"] for r in records]
-        if self.generate:
-            summary["generation"] = _accuracy([r["correct"] for r in records])
-            if task.metric == "passkey":  # accuracy = exact match
-                summary["generation"]["digit_accuracy"] = (float(np.mean([r["digit_accuracy"] for r in records]))
-                                                           if records else float("nan"))
-            else:
-                preds = [r["prediction"] for r in records]
-                summary["generation"].update(
-                    unparsed=sum(p < 0 for p in preds),
-                    per_class=_per_class(task, golds, [r["correct"] for r in records]),
-                    confusion=cls_lib.confusion_matrix(golds, preds, task.num_classes).tolist())
-        if scores is not None:
-            preds = cls_lib.label_scoring_predictions(scores)
-            correct = [int(p) == g for p, g in zip(preds, golds)]
-            summary["label_scoring"] = dict(
-                _accuracy(correct), per_class=_per_class(task, golds, correct),
-                confusion=cls_lib.confusion_matrix(golds, preds, task.num_classes, unparsed_column=False).tolist())
+        summary = {"task": self.task.name, "n": len(records), "soft_tokens": self.model.bridge.num_latents}
+        summary.update(summarize_records(self.task, records, scores, generated=self.generate,
+                                         max_new_tokens=self.max_new_tokens or self.task.max_new_tokens))
         return summary
+
+
+def example_records(task: Any, examples: Sequence[dict], outputs: Sequence[str], scores: Optional[np.ndarray],
+                    generated: bool = True, input_key: str = "sender_text") -> list[dict]:
+    """One JSONL record per example: input, gold, raw output, the task's scoring of it (when generated) and the
+    label-scoring prediction with every label's log-likelihood (when scores [N, C] are given)."""
+    records = []
+    for i, (ex, out) in enumerate(zip(examples, outputs)):
+        rec = {"id": ex["id"], "input": ex[input_key], "gold": ex["gold"], "label": ex["label"], "output": out}
+        if generated:
+            rec.update(task.score(out, ex))
+        if scores is not None:
+            pred = int(np.argmax(scores[i]))
+            rec.update(label_score_prediction=pred, label_score_correct=pred == ex["label"],
+                       label_loglik=scores[i].tolist())
+        records.append(rec)
+    return records
+
+
+def summarize_records(task: Any, records: list[dict], scores: Optional[np.ndarray], *, generated: bool,
+                      max_new_tokens: int) -> dict:
+    """Generation accuracy (the reference rule) and label-scoring accuracy, each with a Wilson 95% interval,
+    per-class accuracy and a confusion matrix (passkey: exact match and digit accuracy)."""
+    summary: dict = {"n": len(records), "max_new_tokens": max_new_tokens}
+    golds = [r["label"] for r in records]
+    if generated:
+        summary["generation"] = _accuracy([r["correct"] for r in records])
+        if task.metric == "passkey":  # accuracy = exact match
+            summary["generation"]["digit_accuracy"] = (float(np.mean([r["digit_accuracy"] for r in records]))
+                                                       if records else float("nan"))
+        else:
+            preds = [r["prediction"] for r in records]
+            summary["generation"].update(
+                unparsed=sum(p < 0 for p in preds),
+                per_class=_per_class(task, golds, [r["correct"] for r in records]),
+                confusion=cls_lib.confusion_matrix(golds, preds, task.num_classes).tolist())
+    if scores is not None:
+        preds = cls_lib.label_scoring_predictions(scores)
+        correct = [int(p) == g for p, g in zip(preds, golds)]
+        summary["label_scoring"] = dict(
+            _accuracy(correct), per_class=_per_class(task, golds, correct),
+            confusion=cls_lib.confusion_matrix(golds, preds, task.num_classes, unparsed_column=False).tolist())
+    return summary
 
 
 def _accuracy(correct: Sequence[bool]) -> dict:

@@ -147,15 +147,26 @@ class BridgedModel:
     def label_scores(self, frozen: Any, prefix: Array, label_ids: Array, label_mask: Array) -> Array:
         """Summed log-likelihood of each label's answer tokens after `prefix` ([B, P, D], e.g. `prompt_embeds`)
         -> [B, C]. label_ids / label_mask: [C, La], the right-padded answer tokens of each label."""
-        b, p, d = prefix.shape
-        c, la = label_ids.shape
-        answers = self.receiver_embed(frozen, label_ids).astype(prefix.dtype)  # [C, La, D]
-        embeds = jnp.concatenate([jnp.broadcast_to(prefix[:, None], (b, c, p, d)),
-                                  jnp.broadcast_to(answers[None], (b, c, la, d))], axis=2).reshape(b * c, p + la, d)
-        lmask = jnp.broadcast_to(label_mask[None].astype(bool), (b, c, la)).reshape(b * c, la)
-        mask = jnp.concatenate([jnp.ones((b * c, p), bool), lmask], axis=1)
-        logits = self.receiver_logits(frozen, embeds, mask)[:, p - 1:-1]  # the predictions of the answer tokens
-        logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-        ids = jnp.broadcast_to(label_ids[None], (b, c, la)).reshape(b * c, la)
-        ll = jnp.take_along_axis(logp, ids[..., None], axis=-1)[..., 0]
-        return jnp.sum(jnp.where(lmask, ll, 0.0), axis=-1).reshape(b, c)
+        return label_scores(self.receiver, frozen["receiver"], prefix, label_ids, label_mask)
+
+
+def label_scores(config: DecoderConfig, params: Any, prefix: Array, label_ids: Array, label_mask: Array,
+                 prefix_mask: Optional[Array] = None) -> Array:
+    """Summed log-likelihood of each label's answer tokens after `prefix` embeddings [B, P, D] -> [B, C], for the
+    decoder (config, params). `prefix_mask` [B, P] marks real prefix slots (left padding; None = all real);
+    label_ids / label_mask: [C, La], the right-padded answer tokens of each label."""
+    b, p, d = prefix.shape
+    c, la = label_ids.shape
+    dec = Decoder(config)
+    answers = dec.apply({"params": params}, label_ids, method=Decoder.embed).astype(prefix.dtype)  # [C, La, D]
+    embeds = jnp.concatenate([jnp.broadcast_to(prefix[:, None], (b, c, p, d)),
+                              jnp.broadcast_to(answers[None], (b, c, la, d))], axis=2).reshape(b * c, p + la, d)
+    lmask = jnp.broadcast_to(label_mask[None].astype(bool), (b, c, la)).reshape(b * c, la)
+    pmask = (jnp.ones((b, p), bool) if prefix_mask is None else prefix_mask.astype(bool))
+    pmask = jnp.broadcast_to(pmask[:, None], (b, c, p)).reshape(b * c, p)
+    mask = jnp.concatenate([pmask, lmask], axis=1)
+    logits = dec.apply({"params": params}, inputs_embeds=embeds, attention_mask=mask).logits[:, p - 1:-1]
+    logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)  # the predictions of the answer tokens
+    ids = jnp.broadcast_to(label_ids[None], (b, c, la)).reshape(b * c, la)
+    ll = jnp.take_along_axis(logp, ids[..., None], axis=-1)[..., 0]
+    return jnp.sum(jnp.where(lmask, ll, 0.0), axis=-1).reshape(b, c)
