@@ -274,7 +274,7 @@ def primary(summary: dict, metric: str) -> dict:
 
 def finish(task: Any, kind: str, examples: Sequence[dict], outputs: Sequence[str], scores: Optional[np.ndarray],
            *, generated: bool, max_new_tokens: int, metric: str, out_dir: Optional[str], extra: dict,
-           record_extra: Optional[Sequence[dict]] = None) -> dict:
+           record_extra: Optional[Sequence[dict]] = None, name: Optional[str] = None) -> dict:
     """Records + summary through the Evaluator's functions, top-level accuracy, files in out_dir."""
     records = example_records(task, examples, outputs, scores, generated, input_key="prompt")
     for rec, ex, more in zip(records, examples, record_extra or [{}] * len(records)):
@@ -283,7 +283,7 @@ def finish(task: Any, kind: str, examples: Sequence[dict], outputs: Sequence[str
     summary.update(summarize_records(task, records, scores, generated=generated, max_new_tokens=max_new_tokens))
     summary.update(primary(summary, metric))
     if out_dir:
-        write_eval_outputs(out_dir, f"{task.name}_{kind}", records, summary)
+        write_eval_outputs(out_dir, name or f"{task.name}_{kind}", records, summary)
     return summary
 
 

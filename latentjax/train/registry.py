@@ -20,6 +20,7 @@ Builder = Callable[[ConfigDict, Mesh], Experiment]
 _REGISTRY: dict[str, Union[str, Builder]] = {
     "tiny_lm": "latentjax.train.tiny_lm:build",
     "bridge": "latentjax.bridge.experiment:build",
+    "prompt_tuning": "latentjax.bridge.prompt_tuning:build",
     "lora_sft": "latentjax.lora.experiment:build",
     "translator": "latentjax.translator.experiment:build",
 }
