@@ -73,7 +73,7 @@ def test_batches_switch_mode_at_the_curriculum_step(tok):
 
 
 def test_reference_context_is_soft_tokens_then_solution(tok):
-    enc = D.Encode(tok, tok, 2, 4, context="reference")
+    enc = D.Encode(tok, tok, 2, 4, mode="soft_only", context="reference")
     out = enc.map_with_index(0, ROWS[5])
     ids, loss = out["receiver_input_ids"], out["receiver_loss_mask"]
     assert loss[:2].sum() == 0 and loss[2:].all()

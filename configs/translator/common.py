@@ -6,7 +6,7 @@
 / format 0.1 / dit_flow 0.1, 8-shot evaluation with greedy decoding up to 256 tokens. Values the spec does not
 state are marked "unverified" below. Every file accepts a variant argument of comma-separated key=value pairs:
   kind=cross|dit  mode=soft_plus_text|soft_only  teacher=answer|prompt  tokens=K  curriculum=N (soft_only from
-  step N)  context=reference|mode  positions=shifted|text_first  steps=N  lr=X  batch=B  seed=S
+  step N)  context=mode|reference  positions=shifted|text_first  steps=N  lr=X  batch=B  seed=S
 e.g. `--config=configs/translator/llama_to_mistral.py:kind=cross,mode=soft_only`. Model paths must point at HF
 folders: `--config.model.sender.path=/models/llama --config.model.receiver.path=/models/mistral`; per-example
 JSONL dumps need `--config.eval.output_dir=$WORKDIR/eval`.
@@ -27,12 +27,13 @@ VARIANT_KEYS = ("kind", "mode", "teacher", "tokens", "curriculum", "context", "p
 
 def translator_section(kind="dit", num_tokens=64, mode="soft_plus_text", teacher="answer") -> ConfigDict:
     """kind cross|dit; mode soft_plus_text|soft_only; soft_only_curriculum_steps > 0 switches to soft_only at
-    that step (train and eval); train_context reference (soft + solution, the reference's training input) or mode
-    (the evaluation mode's context before the solution); teacher answer|prompt (DiT endpoint, token alignment);
+    that step (train and eval); train_context mode (the mode's context, the same text in training rows and in
+    evaluation) or reference (soft tokens alone before the solution and before generation: the reference's
+    training input; soft_only only); teacher answer|prompt (DiT endpoint, token alignment);
     positions shifted (reference) | text_first (extension)."""
     return ConfigDict(dict(
         kind=kind, num_tokens=int(num_tokens),  # K = 64: unverified (the spec does not state K)
-        mode=mode, soft_only_curriculum_steps=0, train_context="reference", teacher=teacher, positions="shifted",
+        mode=mode, soft_only_curriculum_steps=0, train_context="mode", teacher=teacher, positions="shifted",
         cross=ConfigDict(dict(width=1024, depth=2, num_heads=8, dropout=0.1)),
         dit=ConfigDict(dict(width=512, depth=6, num_heads=8, cond_width=512, time_dim=256, mlp_ratio=4,
                             pooling="mean", align=True, train_steps=2, eval_steps=4, train_output="x0_hat",
@@ -78,7 +79,7 @@ def translator_config(direction: str, *, kind="dit", mode="soft_plus_text", teac
     config.translator = translator_section(variant.get("kind", kind), int(variant.get("tokens", 64)),
                                            variant.get("mode", mode), variant.get("teacher", teacher))
     config.translator.soft_only_curriculum_steps = int(variant.get("curriculum", 0))
-    config.translator.train_context = variant.get("context", "reference")
+    config.translator.train_context = variant.get("context", "mode")
     config.translator.positions = variant.get("positions", "shifted")
     config.loss = loss_section(**(loss or {}))
     config.train = base.train(steps=int(variant.get("steps", 2000)), batch_size=int(variant.get("batch", 2)),
@@ -90,6 +91,7 @@ def translator_config(direction: str, *, kind="dit", mode="soft_plus_text", teac
     config.data.train_limit = 0
     config.data.sender_max_tokens = 512
     config.data.receiver_max_tokens = 1024
+    config.data.fixed_lengths = False  # True: every batch padded to the max lengths (one compiled step shape)
     config.eval = eval_section()
     config.eval_every = 250
     config.checkpoint = base.checkpoint(every=250, keep_last=2, keep_best=1, best_metric="eval/accuracy",

@@ -31,7 +31,7 @@ def get_config(arg=None):
     config.optimizer.decay = "constant"
     config.translator.cross.update(width=32, depth=1, num_heads=4)
     config.translator.dit.update(width=32, depth=2, num_heads=4, cond_width=32, time_dim=16)
-    config.translator.train_context = variant.get("context", "reference")
+    config.translator.train_context = variant.get("context", "mode")
     config.loss.kl_warmup_steps = 2
     config.loss.prompt_alignment = 0.1  # the tiny embeddings are small: make the term visible
     config.data.train_limit = 64

@@ -1,10 +1,16 @@
 """GSM8K prompts, the curriculum, and GSM8K rows -> padded translator batches (a grain transform for `make_loader`).
 
 Training row (per example, `Encode.map_with_index`): the source reads the training prompt; the target row is
-`[K soft-token slots] + [context] + [gold solution + EOS]` with the loss on the solution, where the context is
-  "reference"   nothing (the reference's training input: soft tokens then the solution), or
-  "mode"        what the evaluation mode at this step gives the target: `soft_plus_text` = the prompt text plus
-                the format line, `soft_only` = BOS plus the format line.
+`[K soft-token slots] + [context] + [gold solution + EOS]` with the loss on the solution. The context comes from
+`target_context_ids`, the ONE function the evaluator (`latentjax.translator.evaluate`) also calls for the text
+after the soft tokens, so training and evaluation contexts cannot diverge (`tests/test_translator_context.py`):
+  "mode"        (default) `soft_plus_text` = BOS + the prompt text + the format line, `soft_only` = BOS + the
+                format line (the spec's evaluation contexts), in training and in evaluation;
+  "reference"   nothing: the soft tokens alone, then the solution (the reference's training input), in training
+                and in evaluation. Only for `soft_only`: the reference evaluated `soft_plus_text` with the prompt
+                text it never trained with, which this library refuses (one context for both stages).
+With the few-shot prefix off, the evaluation prompt is the training prompt, so the target's prefixes are
+token-for-token the same; with it on, the same function reads the few-shot prompt instead.
 The step of an element is `index // batch_size + 1` (its global position in the stream), so the curriculum
 (`mode_at_step`) and the KL warmup are decided per element, deterministically, and survive resume.
 
@@ -77,12 +83,32 @@ def eval_prompt(question: str, prefix: str) -> str:
     return f"{prefix}\n\nQ: {question}\nA: Let's think step by step.\n\nAnswer:"
 
 
-def context_text(mode: str, prompt: str) -> tuple[str, bool]:
-    """(text, add_special_tokens) the target reads after the soft tokens in `mode`: the prompt plus the format
-    line, or BOS plus the format line."""
+def check_context(context: str, mode: str, curriculum_steps: int = 0) -> None:
+    """Refuses an unknown context, and "reference" whenever a step can be in `soft_plus_text` mode."""
+    if context not in CONTEXTS:
+        raise ValueError(f"translator.train_context must be one of {CONTEXTS}, got {context!r}.")
+    if context == "reference" and (mode == "soft_plus_text" or curriculum_steps > 0):
+        raise ValueError("translator.train_context='reference' gives the target no text, so it only fits soft_only "
+                         "without a curriculum; use train_context='mode' for soft_plus_text.")
+
+
+def context_text(mode: str, prompt: str, context: str = "mode") -> tuple[str, bool]:
+    """(text, add_special_tokens) the target reads after the soft tokens in `mode` under `context`: the prompt
+    plus the format line, or BOS plus the format line ("mode"); nothing, ("", False), under "reference"."""
+    mode_at_step(1, mode, 0)  # validates the mode
+    check_context(context, mode)
+    if context == "reference":
+        return "", False
     if mode == "soft_plus_text":
         return prompt + FORMAT_LINE, True
     return FORMAT_LINE, True
+
+
+def target_context_ids(tokenizer: Any, mode: str, prompt: str, context: str = "mode") -> list[int]:
+    """The target token ids between the K soft tokens and the solution (training) or generation (evaluation):
+    the one definition both stages use."""
+    text, special = context_text(mode, prompt, context)
+    return token_ids(tokenizer, text, special) if text or special else []
 
 
 def format_token_id(tokenizer: Any) -> int:
@@ -111,13 +137,12 @@ class Encode(grain.transforms.MapWithIndex):
     batch_size: int
     mode: str = "soft_plus_text"
     curriculum_steps: int = 0
-    context: str = "mode"
+    context: str = "mode"  # see `context_text`
     teacher: str = "answer"
     sender_max_tokens: int = 512
 
     def __post_init__(self):
-        if self.context not in CONTEXTS:
-            raise ValueError(f"translator.train_context must be one of {CONTEXTS}, got {self.context!r}.")
+        check_context(self.context, self.mode, self.curriculum_steps)
         if self.teacher not in TEACHERS:
             raise ValueError(f"translator.teacher must be one of {TEACHERS}, got {self.teacher!r}.")
         mode_at_step(1, self.mode, self.curriculum_steps)  # validates the mode
@@ -129,11 +154,7 @@ class Encode(grain.transforms.MapWithIndex):
         prompt = TRAIN_PROMPT.format(question=row["question"])
         sender = token_ids(self.sender_tokenizer, prompt, True, self.sender_max_tokens)
         r = self.receiver_tokenizer
-        if self.context == "mode":
-            text, special = context_text(mode, prompt)
-            ctx = token_ids(r, text, special)
-        else:
-            ctx = []
+        ctx = target_context_ids(r, mode, prompt, self.context)
         solution = answer_ids(r, row["answer"], eos=True)
         receiver = [self.fill_id] * self.num_tokens + ctx + solution
         loss = np.zeros(len(receiver), np.int32)
@@ -154,17 +175,21 @@ class _TranslatorPadBatch(PadBatch):
 
 
 def pad_batch(sender_pad_id: int, receiver_pad_id: int, num_tokens: int, sender_max_tokens: int,
-              receiver_max_tokens: int) -> PadBatch:
-    """Sender left-padded, target rows right-padded to bucket lengths; prompt padded to >= K, teacher to K."""
+              receiver_max_tokens: int, fixed: bool = False) -> PadBatch:
+    """Sender left-padded, target rows right-padded to bucket lengths; prompt padded to >= K, teacher to K.
+    `fixed`: every batch padded (or truncated) to the maximum lengths, so the jitted step compiles once (the
+    prompt to max(sender_max_tokens, K))."""
     at_least_k = [n for n in buckets(RECEIVER_BUCKET, max(receiver_max_tokens, num_tokens)) if n >= num_tokens]
+    sender_lengths = sender_max_tokens if fixed else buckets(SENDER_BUCKET, sender_max_tokens)
+    receiver_lengths = receiver_max_tokens if fixed else buckets(RECEIVER_BUCKET, receiver_max_tokens)
+    prompt_lengths = max(sender_max_tokens, num_tokens) if fixed else at_least_k
     return _TranslatorPadBatch(pad=[
-        Pad(buckets(SENDER_BUCKET, sender_max_tokens), pad_id=sender_pad_id, side="left", prefix="sender_"),
-        Pad(buckets(RECEIVER_BUCKET, receiver_max_tokens), pad_id=receiver_pad_id, side="right",
-            prefix="receiver_"),
-        Pad(at_least_k, pad_id=receiver_pad_id, side="right", prefix="prompt_"),
+        Pad(sender_lengths, pad_id=sender_pad_id, side="left", prefix="sender_"),
+        Pad(receiver_lengths, pad_id=receiver_pad_id, side="right", prefix="receiver_"),
+        Pad(prompt_lengths, pad_id=receiver_pad_id, side="right", prefix="prompt_"),
         Pad(num_tokens, pad_id=receiver_pad_id, side="right", prefix="teacher_")])
 
 
 __all__ = ["BATCH_AXES", "BATCH_KEYS", "CONTEXTS", "Encode", "FORMAT_LINE", "MODES", "TEACHERS", "TRAIN_PROMPT",
-           "context_text", "eval_prompt", "few_shot_prefix", "format_token_id", "gsm8k_examples", "mode_at_step",
-           "pad_batch", "rationale_and_answer"]
+           "check_context", "context_text", "eval_prompt", "few_shot_prefix", "format_token_id", "gsm8k_examples",
+           "mode_at_step", "pad_batch", "rationale_and_answer", "target_context_ids"]

@@ -2,9 +2,12 @@
 of `latentjax.inference.generate`) from `[K soft tokens] + [context]`, the official extraction scores it, and
 per-example JSONL plus a summary JSON are written (`latentjax.eval.reports`).
 
-Context by mode: `soft_plus_text` = the evaluation prompt (few-shot prefix + item) plus the format line;
-`soft_only` = BOS plus the format line. Source-alone and target-alone accuracy (each model reading the evaluation
-prompt as text) are computed once per item set and reported beside the bridged numbers.
+The text after the soft tokens is `translator.data.target_context_ids(tokenizer, mode, evaluation prompt,
+context)`, the function training rows use too (`soft_plus_text` = the evaluation prompt plus the format line,
+`soft_only` = BOS plus the format line, or nothing under context "reference"). Every batch is padded to the
+widest row of the whole item set, so one evaluation compiles the generation loop once. Source-alone and
+target-alone accuracy (each model reading the evaluation prompt as text) are computed once per item set and
+reported beside the bridged numbers.
 """
 from __future__ import annotations
 
@@ -23,7 +26,7 @@ from latentjax.eval.reports import write_eval_outputs
 from latentjax.eval.stats import accuracy_summary
 from latentjax.inference.generate import decoder_apply, generate
 from latentjax.parallel import rules as rules_lib
-from latentjax.translator.data import context_text, eval_prompt
+from latentjax.translator.data import check_context, eval_prompt, target_context_ids
 from latentjax.translator.forward import TranslatorModel
 
 TOP_OUTPUTS = 5
@@ -34,8 +37,13 @@ def _prefix(model: TranslatorModel, variables, frozen, ids, mask, ctx_ids, rng):
     return model.prefix_embeds(variables, frozen, ids, mask, ctx_ids, rng)
 
 
-def _left_pad(rows: Sequence[Sequence[int]], pad_id: int, multiple: int = 32) -> tuple[np.ndarray, np.ndarray]:
-    width = -(-max(len(r) for r in rows) // multiple) * multiple
+def _width(rows: Sequence[Sequence[int]], multiple: int) -> int:
+    return -(-max(len(r) for r in rows) // multiple) * multiple
+
+
+def _left_pad(rows: Sequence[Sequence[int]], pad_id: int, multiple: int = 32,
+              width: Optional[int] = None) -> tuple[np.ndarray, np.ndarray]:
+    width = width or _width(rows, multiple)
     ids = np.full((len(rows), width), pad_id, np.int32)
     mask = np.zeros((len(rows), width), bool)
     for i, r in enumerate(rows):
@@ -78,11 +86,14 @@ class Evaluator:
     rules: Any = rules_lib.DEFAULT_RULES
     source: Optional[tuple] = None  # (DecoderConfig, full params) of the source for source-alone accuracy
     sender_few_shot: bool = True  # the source reads the evaluation prompt (else the training prompt)
+    context: str = "mode"  # translator.train_context: the same context training rows have
 
     def __post_init__(self):
         self.prompts = [eval_prompt(ex["question"], self.few_shot) for ex in self.examples]
         self.sender_prompts = (self.prompts if self.sender_few_shot
                                else [eval_prompt(ex["question"], "") for ex in self.examples])
+        self._sender_ids: Optional[list] = None
+        self._context_ids: dict = {}
         self.apply_fn = self.model.apply_fn()
         self.text_apply = decoder_apply(self.model.receiver)
         self.source_apply = decoder_apply(self.source[0]) if self.source else None
@@ -104,16 +115,31 @@ class Evaluator:
         tokens, lengths = np.asarray(out.tokens), np.asarray(out.lengths)
         return [tok.decode(t[:m], skip_special_tokens=True) for t, m in zip(tokens[:n], lengths[:n])]
 
+    def sender_ids(self) -> list[list[int]]:
+        """The source's token ids per item (tokenized once)."""
+        if self._sender_ids is None:
+            self._sender_ids = [token_ids(self.sender_tokenizer, p, True, self.sender_max_tokens)
+                                for p in self.sender_prompts]
+        return self._sender_ids
+
+    def context_ids(self, mode: str) -> list[list[int]]:
+        """The target's token ids after the soft tokens per item in `mode` (`data.target_context_ids`)."""
+        if mode not in self._context_ids:
+            check_context(self.context, mode)
+            self._context_ids[mode] = [target_context_ids(self.receiver_tokenizer, mode, p, self.context)
+                                       for p in self.prompts]
+        return self._context_ids[mode]
+
     def bridged_outputs(self, variables: Any, frozen: Any, mode: str) -> list[str]:
         r_tok, outputs = self.receiver_tokenizer, []
         mesh = self.mesh or rules_lib.single_device_mesh()
         rng = jax.random.PRNGKey(self.seed)
+        senders, contexts = self.sender_ids(), self.context_ids(mode)
+        src_width, ctx_width = _width(senders, 32), _width(contexts, 8)
         for real, full in self._batches():
-            src_ids, src_mask = _left_pad([token_ids(self.sender_tokenizer, self.sender_prompts[i], True,
-                                                     self.sender_max_tokens) for i in full],
-                                          self.sender_tokenizer.pad_token_id or 0)
-            ctx_ids, ctx_mask = _left_pad([token_ids(r_tok, *context_text(mode, self.prompts[i])) for i in full],
-                                          r_tok.pad_token_id or 0, 8)
+            src_ids, src_mask = _left_pad([senders[i] for i in full], self.sender_tokenizer.pad_token_id or 0,
+                                          width=src_width)
+            ctx_ids, ctx_mask = _left_pad([contexts[i] for i in full], r_tok.pad_token_id or 0, width=ctx_width)
             with rules_lib.activate(mesh, self.rules):
                 prefix = _prefix(self.model, variables, frozen, jnp.asarray(src_ids), jnp.asarray(src_mask),
                                  jnp.asarray(ctx_ids), jax.random.fold_in(rng, real[0]))
@@ -128,8 +154,10 @@ class Evaluator:
         """One model reading the evaluation prompt as text (target-alone / source-alone)."""
         outputs = []
         mesh = self.mesh or rules_lib.single_device_mesh()
+        rows = [token_ids(tok, p, True) for p in self.prompts]
+        width = _width(rows, 32)
         for real, full in self._batches():
-            ids, mask = _left_pad([token_ids(tok, self.prompts[i], True) for i in full], tok.pad_token_id or 0)
+            ids, mask = _left_pad([rows[i] for i in full], tok.pad_token_id or 0, width=width)
             out = generate(config, params, ids, mask, max_new_tokens=self.max_new_tokens,
                            stop_token_ids=self._stops(tok, config), pad_token_id=tok.pad_token_id or 0,
                            apply_fn=apply_fn, mesh=mesh, rules=self.rules)

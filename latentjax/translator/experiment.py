@@ -75,7 +75,8 @@ def build(config: ConfigDict, mesh: Mesh) -> Experiment:
                          worker_count=int(config.data.worker_count),
                          batch_fn=data_lib.pad_batch(s_tok.pad_token_id, r_tok.pad_token_id or 0, cfg.num_tokens,
                                                      int(config.data.sender_max_tokens),
-                                                     int(config.data.receiver_max_tokens)))
+                                                     int(config.data.receiver_max_tokens),
+                                                     bool(config.data.get("fixed_lengths", False))))
 
     ecfg = config.eval
     test_rows = load_split("gsm8k", ecfg.split, data_dir)
@@ -90,7 +91,7 @@ def build(config: ConfigDict, mesh: Mesh) -> Experiment:
                                         max_new_tokens=int(ecfg.max_new_tokens),
                                         sender_max_tokens=int(ecfg.sender_max_tokens), seed=int(ecfg.seed),
                                         mesh=mesh, rules=rules, source=source_full,
-                                        sender_few_shot=bool(ecfg.sender_few_shot))
+                                        sender_few_shot=bool(ecfg.sender_few_shot), context=t.train_context)
         return evaluators[num]
 
     def eval_fn(variables, step: int) -> dict:
