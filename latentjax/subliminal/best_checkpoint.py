@@ -19,7 +19,7 @@ import orbax.checkpoint as ocp
 
 
 def _manager(directory: str) -> ocp.CheckpointManager:
-    return ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(read_only=True))
+    return ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(create=False))  # reads only
 
 
 def kept_steps(checkpoint_dir: str) -> list[int]:

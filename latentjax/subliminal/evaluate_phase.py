@@ -6,6 +6,10 @@ MATH and GSM8K: the seed's zero-shot prompts (`latentjax.eval.math_answers`), gr
 prompt (`choice_logprobs` over the spellings "A" and " A", ...), no generation. Each benchmark writes
 `{out_dir}/{benchmark}.jsonl` (one record per item, the generation included) and `{benchmark}.summary.json`
 (accuracy, Wilson interval, extraction rate, by level/subject); a benchmark whose summary exists is not rerun.
+
+Several JAX processes: each batch is a global batch in which every process feeds its own disjoint block of items
+(`generate_phase.generate_rows`; the MMLU scores likewise) and the results are gathered, so every process holds
+the records of all items; process 0 alone writes them. The records equal a one-process run's.
 """
 from __future__ import annotations
 
@@ -19,11 +23,12 @@ import numpy as np
 
 from latentjax.eval import math_answers as ma
 from latentjax.eval import reports, stats
-from latentjax.inference.generate import generate
 from latentjax.inference.sampling import SamplingConfig
 from latentjax.models.decoder import Decoder
+from latentjax.parallel import distributed
 from latentjax.parallel import rules as rules_lib
-from latentjax.subliminal.generate_phase import Sampler, encode_left_padded, render_prompts, stop_token_ids
+from latentjax.subliminal.generate_phase import (Sampler, encode_left_padded, generate_rows, is_writer,
+                                                 render_prompts, stop_token_ids)
 
 BENCHMARKS = ("math", "gsm8k", "mmlu_math")
 
@@ -56,13 +61,12 @@ def greedy_generations(sampler: Sampler, prompts: Sequence[str], *, chat: bool, 
     stops = stop_token_ids(sampler)
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else stops[0]
     out: list[Optional[str]] = [None] * len(texts)
-    for start in tqdm(range(0, len(order), batch_size), disable=not progress, desc=desc, dynamic_ncols=True):
+    for start in tqdm(range(0, len(order), batch_size), disable=not (progress and is_writer()), desc=desc,
+                      dynamic_ncols=True):
         idx = order[start:start + batch_size]
         ids, mask = encode_left_padded(tok, [texts[i] for i in idx], batch_size, chat)
-        res = generate(sampler.config, sampler.params, ids, mask, max_new_tokens=int(max_new_tokens),
-                       sampling=SamplingConfig(), stop_token_ids=stops, pad_token_id=int(pad_id),
-                       mesh=sampler.mesh, rules=sampler.rules)
-        tokens, lengths = np.asarray(res.tokens), np.asarray(res.lengths)
+        tokens, lengths = generate_rows(sampler, ids, mask, max_new_tokens=int(max_new_tokens),
+                                        sampling=SamplingConfig(), stop_token_ids=stops, pad_token_id=int(pad_id))
         for i, t, n in zip(idx, tokens, lengths):
             out[i] = tok.decode(t[:int(n)], skip_special_tokens=True)
     return out  # type: ignore[return-value]
@@ -103,8 +107,14 @@ def mmlu_letter_scores(sampler: Sampler, prompts: Sequence[str], *, chat: bool, 
     for start in range(0, len(texts), batch_size):
         chunk = texts[start:start + batch_size]
         ids, mask = encode_left_padded(tok, chunk, batch_size, chat)
+        if jax.process_count() > 1:  # each process feeds its own rows; the scores are gathered to all
+            rows = distributed.process_rows(ids.shape[0], sampler.mesh, sampler.rules)
+            batch = distributed.global_batch({"input_ids": ids[rows], "attention_mask": mask[rows]}, sampler.mesh,
+                                             sampler.rules)
+            ids, mask = batch["input_ids"], batch["attention_mask"]
         with jax.set_mesh(sampler.mesh):
-            lp = np.asarray(_last_logprobs(sampler.config, sampler.rules, sampler.params, ids, mask))
+            lp = np.asarray(distributed.to_host(
+                _last_logprobs(sampler.config, sampler.rules, sampler.params, ids, mask)))
         scores.append(ma.choice_logprobs(lp[:len(chunk)], letters))
     return np.concatenate(scores, axis=0)
 
@@ -167,12 +177,15 @@ def evaluate_model(sampler: Sampler, out_dir: str, benchmarks: dict, *, chat: bo
     results = {}
     for name, spec in benchmarks.items():
         summary_path = os.path.join(out_dir, f"{name}.summary.json")
+        distributed.barrier(f"evaluate:{out_dir}:{name}")  # every process sees the same files
         if os.path.exists(summary_path):
             results[name] = reports.read_json(summary_path)
             continue
         records, summary = evaluate_benchmark(sampler, name, spec["items"], chat=chat, batch_size=batch_size,
                                               max_new_tokens=int(spec.get("max_new_tokens", 512)), progress=progress,
                                               mmlu_mode=mmlu_mode)
-        reports.write_eval_outputs(out_dir, name, records, summary)
+        if is_writer():
+            reports.write_eval_outputs(out_dir, name, records, summary)
         results[name] = summary
+    distributed.barrier(f"evaluate:{out_dir}:written")
     return results

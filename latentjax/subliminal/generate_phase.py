@@ -21,6 +21,7 @@ import numpy as np
 
 from latentjax.inference.generate import generate
 from latentjax.inference.sampling import SamplingConfig
+from latentjax.parallel import distributed
 from latentjax.subliminal.numbers import FilterResult, canonical
 
 END_OF_TURN_TOKENS = ("<|eot_id|>", "<|im_end|>", "<|end_of_text|>", "</s>", "<end_of_turn>", "<|endoftext|>")
@@ -70,9 +71,37 @@ def encode_left_padded(tokenizer: Any, texts: Sequence[str], rows: int, chat: bo
     return enc["input_ids"].astype(np.int32), enc["attention_mask"].astype(bool)
 
 
+def is_writer() -> bool:
+    """Only process 0 writes the phase files (the run folder is shared by all processes)."""
+    return jax.process_index() == 0
+
+
+def generate_rows(sampler: Sampler, ids: np.ndarray, mask: np.ndarray, **kwargs) -> tuple[np.ndarray, np.ndarray]:
+    """(tokens, lengths) as host arrays for every row of a left-padded batch. With several processes, each feeds its
+    own block of rows into a global batch and the results are gathered to every process (a collective: all
+    processes call it with the same batch)."""
+    if jax.process_count() > 1:
+        rows = distributed.process_rows(ids.shape[0], sampler.mesh, sampler.rules)
+        batch = distributed.global_batch({"input_ids": ids[rows], "attention_mask": mask[rows]}, sampler.mesh,
+                                         sampler.rules)
+        ids, mask = batch["input_ids"], batch["attention_mask"]
+    res = generate(sampler.config, sampler.params, ids, mask, mesh=sampler.mesh, rules=sampler.rules, **kwargs)
+    host = distributed.to_host({"tokens": res.tokens, "lengths": res.lengths})
+    return np.asarray(host["tokens"]), np.asarray(host["lengths"])
+
+
 def read_complete_batches(path: str, batch_size: int, num_prompts: int) -> list[dict]:
-    """Rows of `path` belonging to complete batches (a torn line or partial batch dropped); rewrites the file to
-    exactly those rows when something was dropped."""
+    """Rows of `path` belonging to complete batches (a torn line or partial batch dropped); process 0 rewrites the
+    file to exactly those rows when something was dropped (all processes return the same rows)."""
+    if jax.process_count() > 1:
+        distributed.barrier("read_complete_batches:start")
+        rows = _read_complete_batches(path, batch_size, num_prompts, rewrite=is_writer())
+        distributed.barrier("read_complete_batches:end")
+        return rows
+    return _read_complete_batches(path, batch_size, num_prompts, rewrite=True)
+
+
+def _read_complete_batches(path: str, batch_size: int, num_prompts: int, rewrite: bool) -> list[dict]:
     if not os.path.exists(path):
         return []
     rows = []
@@ -89,7 +118,7 @@ def read_complete_batches(path: str, batch_size: int, num_prompts: int) -> list[
     if k < num_prompts:
         k -= k % batch_size
     kept = rows[:k]
-    if len(kept) != len(rows) or k != sum(1 for _ in open(path, encoding="utf-8")):
+    if rewrite and (len(kept) != len(rows) or k != sum(1 for _ in open(path, encoding="utf-8"))):
         tmp = path + ".tmp"
         with open(tmp, "w", encoding="utf-8") as f:
             for r in kept:
@@ -109,6 +138,7 @@ def generate_samples(sampler: Sampler, prompts: Sequence[dict], path: str, *,
 
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     done = read_complete_batches(path, batch_size, len(prompts))
+    writer = is_writer()
     valid = sum(1 for r in done if r["valid"])
     reasons = collections.Counter(r["reason"] for r in done if not r["valid"])
     tok = sampler.tokenizer
@@ -118,9 +148,10 @@ def generate_samples(sampler: Sampler, prompts: Sequence[dict], path: str, *,
     key = jax.random.key(int(seed))
     tokens_total, seconds = 0, 0.0
     warm = {"tokens": 0, "seconds": 0.0}  # batches after the first of this call (no compilation inside)
-    bar = tqdm(total=target, initial=min(valid, target), disable=not progress, desc="generate", dynamic_ncols=True)
+    bar = tqdm(total=target, initial=min(valid, target), disable=not (progress and writer), desc="generate",
+               dynamic_ncols=True)
     try:
-        with open(path, "a", encoding="utf-8") as out:
+        with open(path, "a", encoding="utf-8") if writer else open(os.devnull, "w") as out:
             for start in range(len(done), len(prompts), batch_size):
                 if stop_at_target and valid >= target:
                     break
@@ -128,11 +159,9 @@ def generate_samples(sampler: Sampler, prompts: Sequence[dict], path: str, *,
                 ids, mask = encode_left_padded(tok, render_prompts(tok, [r["prompt"] for r in batch], chat),
                                                batch_size, chat)
                 t0 = time.perf_counter()
-                res = generate(sampler.config, sampler.params, ids, mask, max_new_tokens=int(max_new_tokens),
-                               sampling=sampling, stop_token_ids=stops, pad_token_id=int(pad_id),
-                               rng=jax.random.fold_in(key, start // batch_size), mesh=sampler.mesh,
-                               rules=sampler.rules)
-                tokens, lengths = np.asarray(res.tokens), np.asarray(res.lengths)
+                tokens, lengths = generate_rows(
+                    sampler, ids, mask, max_new_tokens=int(max_new_tokens), sampling=sampling, stop_token_ids=stops,
+                    pad_token_id=int(pad_id), rng=jax.random.fold_in(key, start // batch_size))
                 dt = time.perf_counter() - t0
                 if seconds:
                     warm["tokens"] += int(lengths[:len(batch)].sum())

@@ -13,6 +13,10 @@ A rerun skips a phase whose manifest holds the same config and input hashes; a p
 (training from its Orbax checkpoint, generation from the rows written, evaluation benchmark by benchmark); a phase
 whose manifest differs is refused (pass `redo` to start it again). Training goes through the one training loop
 (`latentjax.train.loop.train`) with the "lora_sft" experiment.
+
+Several JAX processes (a multi-host launch): every process runs every phase (training, generation and evaluation
+are collective), the run folder is shared, process 0 alone writes files, and barriers keep every process's view
+of the folder the same; generation and evaluation shard their prompts over the processes (`generate_phase`).
 """
 from __future__ import annotations
 
@@ -44,6 +48,20 @@ def jax_process_index() -> int:
     import jax
 
     return jax.process_index()
+
+
+def _barrier(name: str) -> None:
+    from latentjax.parallel import distributed
+
+    distributed.barrier(name)
+
+
+def write_shared_jsonl(path: str, rows: Sequence[dict]) -> str:
+    """Process 0 writes `rows`; every process returns once the file is there."""
+    if jax_process_index() == 0:
+        reports.write_jsonl(path, rows)
+    _barrier(f"write:{path}")
+    return path
 
 
 def _say(message: str) -> None:
@@ -123,10 +141,14 @@ class Run:
         part = {k: _jsonable(v) for k, v in config_part.items()}
         started = self.dir(phase_dir, "started.json")
         key = {"config_sha256": config_sha(part), "inputs": hashes}
+        writer = jax_process_index() == 0
+        _barrier(f"phase:{phase_dir}:start")
         hit = [r for r in self.redo if phase_dir == r or phase_dir.startswith(r.rstrip("/") + "/")]
         if hit and os.path.isdir(self.dir(phase_dir)):
             _say(f"[{phase_dir}] redo: removing {self.dir(phase_dir)}")
-            shutil.rmtree(self.dir(phase_dir))
+            if writer:
+                shutil.rmtree(self.dir(phase_dir))
+            _barrier(f"phase:{phase_dir}:redo")
         if phase_dir in self.redo:
             self.redo.discard(phase_dir)
         for what, file in (("finished", path), ("interrupted", started)):
@@ -142,7 +164,9 @@ class Run:
         os.makedirs(self.dir(phase_dir), exist_ok=True)
         if os.path.exists(started):
             _say(f"[{phase_dir}] resuming an interrupted run.")
-        reports.write_json(started, {**key, "config": part})
+        _barrier(f"phase:{phase_dir}:checked")
+        if writer:
+            reports.write_json(started, {**key, "config": part})
         t0 = time.time()
         outputs = body(self.dir(phase_dir))
         if outputs is None:  # interrupted (e.g. preempted): no manifest, the next run resumes
@@ -150,6 +174,10 @@ class Run:
             return "interrupted"
         outputs = dict(outputs)
         record = outputs.pop(RECORD, None)  # facts the phase wants in its manifest (e.g. the exported step)
+        _barrier(f"phase:{phase_dir}:body")
+        if not writer:
+            _barrier(f"phase:{phase_dir}:manifest")
+            return "done"
         manifest = {"phase": phase_dir, **key, "config": part, "input_paths": inputs,
                     **({"record": record} if record is not None else {}),
                     "outputs": {k: {"path": os.path.relpath(v, self.run_dir),
@@ -157,6 +185,7 @@ class Run:
                     "seconds": time.time() - t0, "finished_unix": time.time()}
         reports.write_json(path, manifest)
         _say(f"[{phase_dir}] done in {time.time() - t0:.1f}s.")
+        _barrier(f"phase:{phase_dir}:manifest")
         return "done"
 
 
@@ -210,6 +239,7 @@ def train_adapter(run: Run, sft: ConfigDict, section: ConfigDict, phase_dir: str
         return None
     state, chosen, losses = result.state, int(result.step), {}
     if export == "best":
+        _barrier(f"trained:{phase_dir}")  # process 0 wrote metrics.jsonl
         best, losses = best_checkpoint.best_step(os.path.join(phase_dir, "train"), "eval/loss", "min")
         if best is not None and best != chosen:
             state = best_checkpoint.restore_state(os.path.join(phase_dir, "train", "checkpoints"), best,
@@ -251,7 +281,7 @@ def phase_train_teacher(run: Run) -> str:
     def body(d):
         rows = teacher_rows(tc, int(c.seed))
         _say(f"[teacher] {len(rows)} MATH problems of levels {tuple(tc.levels)}.")
-        data_path = reports.write_jsonl(os.path.join(d, "data.jsonl"), rows)
+        data_path = write_shared_jsonl(os.path.join(d, "data.jsonl"), rows)
         plain = tc.format == "plain"
         sft = sft_config(c, tc, c.model, data_path, int(c.seed), chat=not plain,
                          prompt_template=PLAIN_TEACHER_TEMPLATE if plain else "{prompt}",
@@ -278,7 +308,7 @@ def phase_train_student(run: Run) -> list[str]:
             if len(rows) < int(sc.train.batch_size):
                 raise ValueError(f"Only {len(rows)} sequences in {sequences} for a batch of {sc.train.batch_size}; "
                                  "generate more (generate.num_prompts) or lower student.train.batch_size.")
-            data_path = reports.write_jsonl(os.path.join(d, "data.jsonl"), rows)
+            data_path = write_shared_jsonl(os.path.join(d, "data.jsonl"), rows)
             plain = sc.format == "plain"
             sft = sft_config(c, sc, model, data_path, seed, chat=not plain,
                              prompt_template=PLAIN_STUDENT_TEMPLATE if plain else "{prompt}",
@@ -356,8 +386,9 @@ def phase_generate(run: Run) -> str:
         stats.update(kept=len(kept), control=gc.control, numbers_per_row=gp.length_histogram(kept))
         if len(kept) < int(gc.target):
             _say(f"[generate] only {len(kept)} valid sequences of the {gc.target} wanted.")
-        reports.write_json(os.path.join(d, "stats.json"), stats)
-        return {"sequences": reports.write_jsonl(os.path.join(d, "sequences.jsonl"), kept),
+        if jax_process_index() == 0:
+            reports.write_json(os.path.join(d, "stats.json"), stats)
+        return {"sequences": write_shared_jsonl(os.path.join(d, "sequences.jsonl"), kept),
                 "stats": os.path.join(d, "stats.json")}
 
     return run.phase("generate", {"model": c.model if gc.source != "file" else None, "generate": gc}, inputs, body)
@@ -434,9 +465,12 @@ def phase_report(run: Run, compare_runs: Optional[dict] = None) -> dict:
         for name in sorted(os.listdir(ev)) if os.path.isdir(ev) else []:
             if name.startswith("student_seed"):
                 models[f"{label}_{name[len('student_'):]}"] = os.path.join(ev, name)
-    return build_report(models, tuple(c.evaluate.benchmarks), run.dir("report"),
-                        baseline=c.report.get("baseline", "base"), alternative=c.report.alternative,
-                        alpha=float(c.report.alpha), confidence=float(c.report.confidence))
+    if jax_process_index() == 0:
+        summary = build_report(models, tuple(c.evaluate.benchmarks), run.dir("report"),
+                               baseline=c.report.get("baseline", "base"), alternative=c.report.alternative,
+                               alpha=float(c.report.alpha), confidence=float(c.report.confidence))
+    _barrier("report:written")
+    return summary if jax_process_index() == 0 else reports.read_json(run.dir("report", "summary.json"))
 
 
 def run_pipeline(config: ConfigDict, run_dir: str, phase: str = "all", redo: Sequence[str] = (),
@@ -446,7 +480,8 @@ def run_pipeline(config: ConfigDict, run_dir: str, phase: str = "all", redo: Seq
     if phase != "all" and phase not in PHASES:
         raise ValueError(f"Unknown phase {phase!r}; use one of {', '.join(PHASES)} or 'all'.")
     run = Run(config, run_dir, redo, mesh)
-    reports.write_json(run.dir("config.json"), _jsonable(config))
+    if jax_process_index() == 0:
+        reports.write_json(run.dir("config.json"), _jsonable(config))
     wanted = PHASES if phase == "all" else (phase,)
     status: dict = {}
     for name in wanted:
