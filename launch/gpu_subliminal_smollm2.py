@@ -127,20 +127,26 @@ def collect(run_dir: str, out: str, config, wall: float) -> dict:
     return summary
 
 
+def _pct(x) -> str:
+    """A percentage, or "-" for a value the JSON holds as null (e.g. a t-interval over one seed)."""
+    return "-" if x is None or x != x else f"{100 * x:.1f}"
+
+
 def print_table(summary: dict) -> None:
     rows = summary["report"]["rows"]
     print(f"\n{'benchmark':<10} {'model':<16} {'acc %':>6} {'95% Wilson CI':>15} {'n':>5} {'delta pt':>8} "
           f"{'McNemar p':>9} {'Holm p':>7} {'z p':>7}")
     for r in rows:
-        f = (lambda k: f"{r[k]:.3g}" if k in r else "-")
+        f = (lambda k: f"{r[k]:.3g}" if r.get(k) is not None else "-")
         delta = f"{100 * r['delta']:+.1f}" if "delta" in r else "-"
         ci = f"[{100 * r['ci_low']:.1f}, {100 * r['ci_high']:.1f}]"
-        print(f"{r['benchmark']:<10} {r['model']:<16} {100 * r['accuracy']:6.1f} {ci:>15} {r['n']:>5} {delta:>8} "
+        print(f"{r['benchmark']:<10} {r['model']:<16} {_pct(r['accuracy']):>6} {ci:>15} {r['n']:>5} {delta:>8} "
               f"{f('mcnemar_p'):>9} {f('mcnemar_p_holm'):>7} {f('z_p'):>7}")
     for s in summary["report"].get("seeds", []):
-        print(f"seeds {s['group']} {s['benchmark']}: mean {100 * s['mean']:.1f}% over {s['seeds']} seeds, "
-              f"t-interval [{100 * s['t_low']:.1f}, {100 * s['t_high']:.1f}], pooled McNemar p "
-              f"{s.get('pooled_mcnemar_p', float('nan')):.3g}")
+        p = s.get("pooled_mcnemar_p")
+        print(f"seeds {s['group']} {s['benchmark']}: mean {_pct(s['mean'])}% over {s['seeds']} seeds, "
+              f"t-interval [{_pct(s['t_low'])}, {_pct(s['t_high'])}], pooled McNemar p "
+              f"{'-' if p is None else format(p, '.3g')}")
     g = summary["generate"]
     tps, warm = g.get("tokens_per_s"), g.get("tokens_per_s_after_first_batch")
     print(f"generation: {g.get('sampled')} sampled, {g.get('valid')} valid (pass rate {g.get('pass_rate', 0):.4f}), "

@@ -4,6 +4,8 @@
     python launch/subliminal.py --config=configs/subliminal/llama.py:/models/llama --run_dir=runs/main \
         --phase=generate --config.generate.num_prompts=5000
     python launch/subliminal.py ... --phase=report --compare=shuffled=runs/shuffled --compare=random=runs/random
+    python launch/subliminal.py --config=configs/subliminal/reduced.py:/models/SmolLM2-135M-Instruct \
+        --data_dir=/data --run_dir=runs/reduced   # the GPU driver: launch/gpu_subliminal_smollm2.py
 
 Phases: train_teacher, generate, train_student, evaluate, report, or all. Rerunning skips finished phases (their
 manifest.json holds the same config and input hashes) and resumes interrupted ones; --redo=<phase dir> (teacher,
@@ -30,6 +32,8 @@ _PHASE = flags.DEFINE_enum("phase", "all", ["all", "train_teacher", "generate", 
                            "Phase to run.")
 _REDO = flags.DEFINE_multi_string("redo", [], "Phase folder(s) to delete and run again.")
 _COMPARE = flags.DEFINE_multi_string("compare", [], "label=run_dir of a control run whose students the report adds.")
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "Folder of the local datasets (math/, math500/, gsm8k/, mmlu_math/); "
+                                "sets $LATENTJAX_DATA_DIR (default: ../shared/data beside the checkout).")
 flags.mark_flags_as_required(["config", "run_dir"])
 
 
@@ -38,6 +42,8 @@ def main(argv: list[str]) -> None:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)
+    if _DATA_DIR.value:
+        os.environ["LATENTJAX_DATA_DIR"] = os.path.abspath(_DATA_DIR.value)
     from latentjax.parallel import distributed
 
     distributed.initialize_from_env()
