@@ -6,7 +6,8 @@
 #                 (K=16 is the Banking77 / passkey bridge row of the table)
 #   baselines     receiver text, sender text, few-shot, text relay on SST-2, AG News, Banking77
 #                                                     launch/telepathy_baseline.py
-#   prompt tuning (soft prompt on the receiver, no sender), where configs/telepathy/prompt_tuning.py exists
+#   prompt tuning (K=8 soft prompt on the receiver, no sender) on SST-2, AG News  launch/train.py
+#                 --config=configs/telepathy/prompt_tuning.py:base={sst2,ag_news}
 # then prints one table of every result found under --out (launch/telepathy_table.py).
 #
 # Usage (flags override the environment variables of the same meaning):
@@ -35,7 +36,7 @@ TOKENS="${TOKENS:-16,32,64,128}"
 BASELINES="${BASELINES:-receiver_text,sender_text,few_shot,text_relay}"
 EXTRA=()
 
-usage() { sed -n '2,27p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}"; }
 
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -102,7 +103,7 @@ done
 if wanted prompt_tuning; then
   if [[ -f "$HERE/configs/telepathy/prompt_tuning.py" ]]; then
     for task in sst2 ag_news; do
-      run "$PYTHON" launch/train.py "--config=configs/telepathy/prompt_tuning.py:task=$task" \
+      run "$PYTHON" launch/train.py "--config=configs/telepathy/prompt_tuning.py:base=$task" \
         "--workdir=$OUT/${task}_prompt_tuning" "--config.eval.output_dir=$OUT/${task}_prompt_tuning/eval" \
         "${MODELS[@]}" "${EXTRA[@]}"
     done

@@ -111,3 +111,42 @@ def test_run_all_flags_override_env(tmp_path):
     assert any("--config.model.sender.path=/x/s" in line for line in lines)
     bad = subprocess.run(["bash", SCRIPT, "--bogus"], capture_output=True, text=True, env=env, timeout=60)
     assert bad.returncode == 2 and "--bogus" in bad.stderr
+
+
+def _block(correct, n, **extra):
+    from latentjax.eval.stats import wilson_interval
+
+    return {"accuracy": correct / n, "correct": correct, "total": n, "ci95": list(wilson_interval(correct, n)),
+            **extra}
+
+
+def test_results_table_collects_the_layout(tmp_path):
+    """launch/telepathy_table.py reads bridge, baseline and ablation files where the launchers write them; the
+    passkey bridge row is the ablation's K=16 run."""
+    from latentjax.eval.reports import write_json
+
+    runs = tmp_path / "runs"
+    write_json(runs / "sst2_bridge" / "eval" / "step_0000010" / "sst2_final.summary.json",
+               {"n": 10, "generation": _block(9, 10), "label_scoring": _block(8, 10)})
+    write_json(runs / "sst2_baselines" / "sst2_receiver_text.summary.json",
+               {"n": 10, "generation": _block(6, 10), "label_scoring": _block(7, 10)})
+    k16 = runs / "passkey_ablation" / "k16"
+    write_json(k16 / "eval" / "step_0000003" / "passkey_final.summary.json",
+               {"n": 20, "generation": _block(0, 20, digit_accuracy=0.234)})
+    write_json(runs / "passkey_ablation" / "ablation.json", {"rows": [
+        {"tokens": 16, "metric": "generation", "accuracy": 0.0, "correct": 0, "n": 20, "digit_accuracy": 0.234,
+         "workdir": str(k16)},
+        {"tokens": 32, "metric": "generation", "accuracy": 0.05, "correct": 1, "n": 20, "digit_accuracy": 0.2,
+         "workdir": str(runs / "passkey_ablation" / "k32")}]})
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "launch", "telepathy_table.py"), f"--runs={runs}"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    text = proc.stdout
+    sst2 = [line for line in text.splitlines() if line.startswith("| sst2 |")]
+    assert len(sst2) == 2  # one row per metric
+    assert sst2[0].split("|")[2].strip().startswith("90.0 [") and sst2[0].split("|")[3].strip().startswith("60.0 [")
+    assert sst2[1].split("|")[2].strip().startswith("80.0 [")
+    passkey = [line for line in text.splitlines() if line.startswith("| passkey |")]
+    assert len(passkey) == 1 and "digits 23.4" in passkey[0]
+    assert "token ablation, passkey" in text and "| 32 |" in text
+    assert json.load(open(runs / "results.json"))["systems"]["sst2"]["receiver_text"]["n"] == 10

@@ -22,7 +22,7 @@ TASK_FILES = {"sst2": "sst2.py", "ag_news": "ag_news.py", "passkey": "passkey.py
 
 # steps, batch, lr, quick-eval size, final-eval size (0 = whole split), eval batch
 SCALES = {
-    "demo": dict(steps=150, batch=16, lr=1e-3, num_samples=0, final_num_samples=200, eval_batch=50),
+    "demo": dict(steps=240, batch=8, lr=1e-3, num_samples=0, final_num_samples=200, eval_batch=50),
     "smoke": dict(steps=6, batch=4, lr=1e-3, num_samples=0, final_num_samples=8, eval_batch=8),
     "full": dict(steps=400, batch=32, lr=5e-4, num_samples=0, final_num_samples=0, eval_batch=128),
 }
@@ -67,4 +67,9 @@ def get_config(arg=None):
     config.checkpoint.every = config.train.steps
     config.checkpoint.keep_last = 1
     config.logging.log_every = max(1, min(25, config.train.steps // 4))
+    # SmolLM2's middle layers carry a few huge activation dimensions; the calibrated normalizer (per-dimension
+    # sender statistics -> receiver embedding statistics, 128 training prompts) takes them out before the bridge.
+    config.bridge.normalizer.mode = "calibrate"
+    config.bridge.normalizer.num_samples = 128 if scale != "smoke" else 8
+    config.bridge.normalizer.batch_size = 32 if scale != "smoke" else 8
     return config

@@ -4,7 +4,7 @@ The launchers write to fixed places under one folder (launch/run_all_experiments
   {task}_bridge/eval/step_*/{task}_final.summary.json     bridge (launch/train.py or bridge.run)
   {task}_ablation/ablation.json (+ k{K}/ runs)            token ablation (bridge.ablation)
   {task}_baselines/{task}_{kind}.summary.json             text baselines (bridge.baselines)
-  {task}_prompt_tuning/eval/step_*/{task}_final.summary.json
+  {task}_prompt_tuning/eval/step_*/{task}_prompt_tuning_final.summary.json
 `collect(runs_dir)` reads whatever of these exists; `results_markdown(collected)` renders one row per task and one
 column per system for each metric (generation = the seed's rule, label scoring = argmax over the label set), each
 cell "accuracy [Wilson 95%] n", plus the ablation tables.
@@ -31,9 +31,9 @@ def _read(path: str) -> Optional[dict]:
         return None
 
 
-def _final_summary(eval_root: str, task: str) -> Optional[dict]:
+def _final_summary(eval_root: str, task: str, infix: str = "") -> Optional[dict]:
     """The summary of the last step's final evaluation under eval_root/step_*/."""
-    paths = sorted(glob.glob(os.path.join(eval_root, "step_*", f"{task}_final.summary.json")))
+    paths = sorted(glob.glob(os.path.join(eval_root, "step_*", f"{task}_{infix}final.summary.json")))
     return _read(paths[-1]) if paths else None
 
 
@@ -65,7 +65,7 @@ def collect(runs_dir: str) -> dict:
             s = _read(os.path.join(runs_dir, f"{task}_baselines", f"{task}_{kind}.summary.json"))
             if s:
                 found[kind] = s
-        pt = _final_summary(os.path.join(runs_dir, f"{task}_prompt_tuning", "eval"), task)
+        pt = _final_summary(os.path.join(runs_dir, f"{task}_prompt_tuning", "eval"), task, "prompt_tuning_")
         if pt:
             found["prompt_tuning"] = pt
         if found:
