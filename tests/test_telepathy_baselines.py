@@ -135,3 +135,15 @@ def test_text_relay_caps_the_summary_and_feeds_it_to_the_receiver(tmp, results, 
 def test_unknown_baseline_is_refused(config, tmp):
     with pytest.raises(ValueError, match="Unknown baseline"):
         bl.evaluate_baseline(config, "bridge_text", str(tmp / "x"))
+
+
+def test_launcher_refuses_a_mistyped_override(tmp):
+    import subprocess
+    import sys
+
+    base = [sys.executable, os.path.join(ROOT, "launch", "telepathy_baseline.py"),
+            f"--config={os.path.join(ROOT, 'configs', 'telepathy', 'tiny.py')}:root={tmp / 'pair'}",
+            f"--out={tmp / 'cli'}"]
+    typo = subprocess.run(base + ["--baseline=receiver_text", "--config.baseline.few_shot_kk=3"],
+                          capture_output=True, text=True, timeout=120)
+    assert typo.returncode == 2 and "baseline.few_shot_k" in typo.stderr
