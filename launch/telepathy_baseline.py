@@ -45,9 +45,9 @@ def main(argv: list[str]) -> None:
         sys.exit(2)
     config = _CONFIG.value
     config_tools.save_config(config, _OUT.value)
-    rows = []
+    rows, models = [], {}  # models loaded once for all the baselines
     for kind in kinds:
-        s = evaluate_baseline(config, kind, _OUT.value, _NUM.value or None)
+        s = evaluate_baseline(config, kind, _OUT.value, _NUM.value or None, cache=models)
         rows.append((kind, s))
     print(f"\n{'baseline':<15} {'metric':<14} {'accuracy':>9}  {'95% CI':<15} {'n':>5}")
     for kind, s in rows:

@@ -86,7 +86,7 @@ def main() -> None:
 
     scale = SCALES[args.scale]
     sender = args.sender or args.model
-    rows = []
+    rows, models = [], {}  # one load per model folder for every task and baseline
     for task in args.tasks.split(","):
         config = task_config(task, args.model, sender, args.data_dir, scale["dtype"], scale["batch"],
                              scale["rows"][task])
@@ -94,7 +94,7 @@ def main() -> None:
             if kind == "sender_text" and sender == args.model:
                 continue  # one model: identical to receiver_text
             start = time.time()
-            s = evaluate_baseline(config, kind, os.path.join(args.out, task))
+            s = evaluate_baseline(config, kind, os.path.join(args.out, task), cache=models)
             rows.append(dict(task=task, baseline=kind, seconds=time.time() - start, **{
                 k: s[k] for k in ("accuracy", "ci95_low", "ci95_high", "n", "primary_metric")},
                 label_scoring=s.get("label_scoring", {}).get("accuracy"),

@@ -38,7 +38,11 @@ def config(tmp):
 
 @pytest.fixture(scope="module")
 def results(config, tmp):
-    return {kind: bl.evaluate_baseline(config, kind, str(tmp / "out"), num_examples=N) for kind in bl.BASELINES}
+    models: dict = {}  # each model folder loaded once for the four baselines
+    out = {kind: bl.evaluate_baseline(config, kind, str(tmp / "out"), num_examples=N, cache=models)
+           for kind in bl.BASELINES}
+    assert len(models) == 2  # the tiny pair's sender and receiver
+    return out
 
 
 def test_prompts_render_as_the_seed_does():

@@ -338,22 +338,31 @@ def run_text_baseline(kind: str, task: Any, examples: Sequence[dict], *, receive
                   metric=str(s.primary_metric), out_dir=out_dir, extra=extra, record_extra=record_extra)
 
 
-def _load(config: ConfigDict, which: str, mesh, rules):
+def _load(config: ConfigDict, which: str, mesh, rules, cache: Optional[dict] = None):
     from latentjax.models.model import from_pretrained
 
     section = config.model[which]
     if not section.path:
         raise ValueError(f"config.model.{which}.path is empty; set --config.model.{which}.path to an HF folder.")
-    return from_pretrained(section.path, dtype=section.dtype, mesh=mesh, rules=rules,
-                           attention_impl=config.model.get("attention_impl", "auto"))
+    impl = config.model.get("attention_impl", "auto")
+    key = (section.path, section.dtype, impl)
+    if cache is not None and key in cache:
+        return cache[key]
+    model = from_pretrained(section.path, dtype=section.dtype, mesh=mesh, rules=rules, attention_impl=impl)
+    if cache is not None:
+        cache[key] = model
+    return model
 
 
-def evaluate_baseline(config: ConfigDict, kind: str, out_dir: str, num_examples: Optional[int] = None) -> dict:
+def evaluate_baseline(config: ConfigDict, kind: str, out_dir: str, num_examples: Optional[int] = None, *,
+                      cache: Optional[dict] = None) -> dict:
     """Run text baseline `kind` (receiver_text | sender_text | few_shot | text_relay) of a telepathy config (a
     configs/telepathy/*.py config: model paths, task, eval rows, `baseline` section) on the bridge's final evaluation
     rows (config.eval: split, final_num_samples, subset, seed; `num_examples` overrides the count, 0/None = the
     config's). Writes `{out_dir}/{task}_{kind}.jsonl` and `.summary.json` and returns the summary: accuracy,
-    ci95_low, ci95_high, n, primary_metric, and the full generation / label_scoring sections."""
+    ci95_low, ci95_high, n, primary_metric, and the full generation / label_scoring sections. Pass the same
+    `cache` dict to several calls to load each model (path, dtype) once; one model serves as both sender and receiver
+    when their paths agree."""
     from latentjax.bridge.experiment import task_from_config
     from latentjax.parallel.mesh import mesh_from_config
 
@@ -367,8 +376,9 @@ def evaluate_baseline(config: ConfigDict, kind: str, out_dir: str, num_examples:
     examples = select(text_examples(task, ecfg.split or task.eval_split, data_dir), num, ecfg.subset, int(ecfg.seed))
     train = text_examples(task, task.train_split, data_dir) if kind == "few_shot" else ()
     mesh, rules = mesh_from_config(config.mesh)
-    receiver = _load(config, "receiver", mesh, rules) if kind != "sender_text" else None
-    sender = _load(config, "sender", mesh, rules) if kind in ("sender_text", "text_relay") else None
+    cache = {} if cache is None else cache  # within one call, a shared sender/receiver folder is loaded once
+    receiver = _load(config, "receiver", mesh, rules, cache) if kind != "sender_text" else None
+    sender = _load(config, "sender", mesh, rules, cache) if kind in ("sender_text", "text_relay") else None
     return run_text_baseline(kind, task, examples, receiver=receiver, sender=sender, train_examples=train,
                              settings=settings, out_dir=out_dir)
 
