@@ -45,6 +45,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seeds", type=int, default=3, help="student seeds (42, 43, ...)")
     p.add_argument("--eval_examples", type=int, default=500, help="MATH-500 and GSM8K items (MMLU-math: all)")
     p.add_argument("--teacher_examples", type=int, default=2000)
+    p.add_argument("--teacher_lr", type=float, default=1e-5, help="peak learning rate (the seed's 1e-5)")
+    p.add_argument("--student_lr", type=float, default=1e-5, help="peak learning rate (the seed's 1e-5)")
     return p.parse_args(argv)
 
 
@@ -66,6 +68,7 @@ def build_config(args: argparse.Namespace):
     t.update(num_examples=args.teacher_examples, seq_len=1024, buckets=(256, 512, 1024), eval_every=20,
              eval_batch_size=32, max_eval_examples=0)
     t.train.update(batch_size=32, grad_accum=1)
+    t.optimizer.lr, s.optimizer.lr = float(args.teacher_lr), float(args.student_lr)
     t.checkpoint.update(keep_last=1, keep_best=1)
     s.update(seeds=seeds, epochs=float(args.student_epochs), seq_len=256, buckets=(128, 256), eval_batch_size=64,
              max_eval_examples=256)

@@ -29,6 +29,7 @@ def test_full_and_smoke_scales(driver):
     assert c.teacher.train.batch_size == 32 and c.teacher.train.grad_accum == 1 and c.teacher.eval_every == 20
     assert c.generate.target == 5000 and c.generate.select == "first" and c.generate.temperature == 1.0
     assert tuple(c.student.seeds) == (42, 43, 44) and c.student.epochs == 3.0
+    assert c.teacher.optimizer.lr == c.student.optimizer.lr == 1e-5 and c.teacher.optimizer.warmup_steps == 100
     assert c.evaluate.num_examples == 500 and c.evaluate.math_dataset == "math500"
     assert tuple(c.evaluate.benchmarks) == ("math", "gsm8k", "mmlu_math") and len(c.evaluate.mmlu_subjects) == 4
     s = driver.build_config(driver.parse_args(["--out", "o", "--model", "/m", "--scale", "smoke"]))
