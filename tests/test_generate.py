@@ -11,7 +11,7 @@ from transformers.generation.logits_process import TopKLogitsWarper, TopPLogitsW
 
 import latentjax
 from latentjax.inference.generate import generate
-from latentjax.inference.sampling import SamplingConfig, _top_p_filter, sample
+from latentjax.inference.sampling import SamplingConfig, _top_p_filter, _top_p_filter_sorted, sample
 from tests.test_models import left_padded
 
 
@@ -87,6 +87,26 @@ def test_top_p_and_top_k_filters_keep_the_same_tokens_as_transformers(top_p):
     assert all(allowed[row, draws[:, row]].all() for row in range(4))
 
 
+@pytest.mark.parametrize("top_p", [0.05, 0.5, 0.9, 0.95, 0.999])
+def test_top_p_bisection_keeps_exactly_the_tokens_of_the_sorted_definition(top_p):
+    rs = np.random.RandomState(3)
+    logits = (rs.randn(16, 32000) * rs.uniform(0.5, 8, (16, 1))).astype(np.float32)
+    logits[:4] = np.round(logits[:4])  # many ties, also at the threshold
+    logits[4, ::3] = -np.inf  # rows already cut by top-k
+    logits[5] = -50.0 - np.arange(32000) * 1e-3  # all negative
+    logits[6, 7] = 1e4  # one certain token
+    fast = np.isfinite(np.asarray(_top_p_filter(jnp.asarray(logits), top_p)))
+    slow = np.isfinite(np.asarray(_top_p_filter_sorted(jnp.asarray(logits), top_p)))
+    assert fast.sum(axis=1).min() >= 1
+    probs = np.asarray(jax.nn.softmax(jnp.asarray(logits), axis=-1), np.float64)
+    for row in np.where((fast != slow).any(axis=1))[0]:
+        # Only a float32 rounding tie may differ: the mass above the two thresholds straddles top_p by < 1e-5.
+        t_fast, t_slow = logits[row][fast[row]].min(), logits[row][slow[row]].min()
+        masses = [probs[row][logits[row] > t].sum() for t in (t_fast, t_slow)]
+        assert max(abs(m - top_p) for m in masses) < 1e-5, (row, masses)
+    assert (fast != slow).any(axis=1).sum() <= 1
+
+
 def test_repeated_calls_reuse_the_compiled_loop(tiny_dirs):
     from latentjax.inference.generate import _generate
 
@@ -96,3 +116,24 @@ def test_repeated_calls_reuse_the_compiled_loop(tiny_dirs):
     before = _generate._cache_size()
     generate(model.config, model.params, ids + 1, max_new_tokens=4)
     assert _generate._cache_size() == before
+
+
+def test_unstacked_layers_give_the_same_logits_hidden_states_and_generation(tiny_dirs):
+    from latentjax.models.model import unstack_layers
+
+    model = latentjax.from_pretrained(tiny_dirs["llama31"])
+    flat = latentjax.from_pretrained(tiny_dirs["llama31"], scan_layers=False)
+    assert "layers" not in flat.params and f"layers_{model.config.num_layers - 1}" in flat.params
+    cfg2, params2 = unstack_layers(model.config, model.params)
+    np.testing.assert_array_equal(np.asarray(params2["layers_1"]["mlp"]["up_proj"]["kernel"]),
+                                  np.asarray(model.params["layers"]["mlp"]["up_proj"]["kernel"][1]))
+    rs = np.random.RandomState(5)
+    ids = rs.randint(3, model.config.vocab_size, (2, 9)).astype(np.int32)
+    mask = np.ones_like(ids)
+    mask[1, :3] = 0
+    np.testing.assert_allclose(np.asarray(flat(ids, mask)), np.asarray(model(ids, mask)), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(flat.hidden_states(1, ids, mask)),
+                               np.asarray(model.hidden_states(1, ids, mask)), rtol=1e-5, atol=1e-5)
+    a = generate(model.config, model.params, ids, mask, max_new_tokens=6)
+    b = generate(flat.config, flat.params, ids, mask, max_new_tokens=6)
+    np.testing.assert_array_equal(np.asarray(a.tokens), np.asarray(b.tokens))

@@ -32,7 +32,36 @@ def sample(logits: jax.Array, rng: jax.Array, cfg: SamplingConfig) -> jax.Array:
 
 
 def _top_p_filter(logits: jax.Array, top_p: float) -> jax.Array:
-    """Keep the smallest set of tokens whose probability mass reaches top_p (always at least the best one)."""
+    """Keep the smallest set of tokens whose probability mass reaches top_p (always at least the best one).
+
+    Same tokens as the sort-based definition (`_top_p_filter_sorted`), found without sorting the vocabulary: the
+    threshold is the smallest logit t with mass(logits > t) < top_p, located by bisection over the float32 values'
+    order-preserving integer keys (32 masked reductions over [batch, vocab] instead of a full sort per step)."""
+    probs = jax.nn.softmax(logits, axis=-1)
+    keys = _ordered_keys(logits)
+    lo = jnp.min(keys, axis=-1, keepdims=True)  # mass(> lo) may be >= top_p: the answer lies in [lo, hi]
+    hi = jnp.max(keys, axis=-1, keepdims=True)  # mass(> hi) = 0 < top_p always
+
+    def halve(_, bounds):
+        lo, hi = bounds
+        mid = lo // 2 + hi // 2 + (lo % 2 + hi % 2) // 2  # floor((lo + hi) / 2) without int32 overflow
+        ok = jnp.sum(jnp.where(keys > mid, probs, 0.0), axis=-1, keepdims=True) < top_p
+        return jnp.where(ok, lo, mid + 1), jnp.where(ok, mid, hi)
+
+    lo, hi = jax.lax.fori_loop(0, 32, halve, (lo, hi))
+    # hi is now the smallest key with mass above it < top_p; keep every logit at or above it (ties kept, as in HF).
+    return jnp.where(keys < hi, -jnp.inf, logits)
+
+
+def _ordered_keys(x: jax.Array) -> jax.Array:
+    """int32 keys that sort like the float32 values (negative floats have their magnitude bits flipped)."""
+    x = jnp.where(x == 0, 0.0, x.astype(jnp.float32))  # -0.0 ties with +0.0
+    bits = jax.lax.bitcast_convert_type(x, jnp.int32)
+    return jnp.where(bits < 0, bits ^ jnp.int32(0x7FFFFFFF), bits)
+
+
+def _top_p_filter_sorted(logits: jax.Array, top_p: float) -> jax.Array:
+    """The definition by sorting, kept as the reference `_top_p_filter` is tested against."""
     sorted_logits = jnp.sort(logits, axis=-1)[:, ::-1]
     probs = jax.nn.softmax(sorted_logits, axis=-1)
     mass_before = jnp.cumsum(probs, axis=-1) - probs

@@ -56,7 +56,10 @@ class DecoderConfig:
     param_dtype: str = "float32"
     remat_policy: str = "none"  # none | full | minimal | save_dots
     attention_impl: str = "xla"  # xla | cudnn | auto (jax.nn.dot_product_attention's implementation argument)
-    scan_unroll: int = 1  # layers per scan iteration (num_layers = fully unrolled); a decode-speed knob
+    scan_unroll: int = 1  # layers per scan iteration (num_layers = fully unrolled)
+    # False: one parameter subtree per layer (`layers_0`, ...; see models.model.unstack_layers), run as straight-line
+    # code. Decoding reads each layer's weights in place instead of slicing them out of a stacked array in a loop.
+    scan_layers: bool = True
 
     def replace(self, **kw) -> "DecoderConfig":
         return dataclasses.replace(self, **kw)

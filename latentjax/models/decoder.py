@@ -85,7 +85,7 @@ class Attention(nn.Module):
     config: DecoderConfig
 
     @nn.compact
-    def __call__(self, x, cos, sin, mask, cache_kv, cache_index):
+    def __call__(self, x, cos, sin, mask, cache_kv, cache_index, layer_id):
         cfg = self.config
         b, t, _ = x.shape
         q = _dense(cfg.num_heads * cfg.head_dim, ("embed", "heads"), cfg.attention_bias, cfg, "q_proj")(x)
@@ -100,11 +100,15 @@ class Attention(nn.Module):
         q = nn.with_logical_constraint(q, ("batch", "length", "act_heads", "head_dim"))
         new_cache = None
         if cache_kv is not None:
+            # The cache of all layers rides in the scan's carry and is updated in place at [layer, :, index]:
+            # as a scanned input/output it would be copied whole on every decode step.
             ck, cv = cache_kv
-            ck = jax.lax.dynamic_update_slice_in_dim(ck, k.astype(ck.dtype), cache_index, axis=1)
-            cv = jax.lax.dynamic_update_slice_in_dim(cv, v.astype(cv.dtype), cache_index, axis=1)
+            start = (layer_id, 0, cache_index, 0, 0)
+            ck = jax.lax.dynamic_update_slice(ck, k[None].astype(ck.dtype), start)
+            cv = jax.lax.dynamic_update_slice(cv, v[None].astype(cv.dtype), start)
             new_cache = (ck, cv)
-            k, v = ck.astype(q.dtype), cv.astype(q.dtype)
+            k = jax.lax.dynamic_index_in_dim(ck, layer_id, 0, keepdims=False).astype(q.dtype)
+            v = jax.lax.dynamic_index_in_dim(cv, layer_id, 0, keepdims=False).astype(q.dtype)
         impl = None if cfg.attention_impl == "auto" else cfg.attention_impl
         out = jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=impl)
         out = out.reshape(b, t, cfg.num_heads * cfg.head_dim)
@@ -131,15 +135,17 @@ class DecoderLayer(nn.Module):
     collect_hidden: bool = False
 
     @nn.compact
-    def __call__(self, x, cos, sin, mask, cache_index, cache_kv):
+    def __call__(self, carry, cos, sin, mask, cache_index, layer_id):
+        x, cache_kv = carry
         cfg = self.config
         pdt = jnp.dtype(cfg.param_dtype)
         h, new_cache = Attention(cfg, name="self_attn")(
-            RMSNorm(cfg.rms_norm_eps, pdt, name="input_layernorm")(x), cos, sin, mask, cache_kv, cache_index)
+            RMSNorm(cfg.rms_norm_eps, pdt, name="input_layernorm")(x), cos, sin, mask, cache_kv, cache_index,
+            layer_id)
         x = x + h
         x = x + MLP(cfg, name="mlp")(RMSNorm(cfg.rms_norm_eps, pdt, name="post_attention_layernorm")(x))
         x = nn.with_logical_constraint(x, ("batch", "length", "act_embed"))
-        return x, (new_cache, x if self.collect_hidden else None)
+        return (x, new_cache), (x if self.collect_hidden else None)
 
 
 class Decoder(nn.Module):
@@ -156,11 +162,14 @@ class Decoder(nn.Module):
         layer = DecoderLayer
         if cfg.remat_policy != "none":
             layer = nn.remat(layer, policy=REMAT_POLICIES[cfg.remat_policy], prevent_cse=False)
-        self.layers = nn.scan(
-            layer, variable_axes={True: 0}, split_rngs={"params": True},
-            in_axes=(nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast, 0),
-            length=cfg.num_layers, unroll=cfg.scan_unroll,
-            metadata_params={nn.PARTITION_NAME: "layers"})(cfg, self.collect_hidden)
+        if not cfg.scan_layers:
+            self.layers = [layer(cfg, self.collect_hidden) for _ in range(cfg.num_layers)]  # layers_0, layers_1, ...
+        else:
+            self.layers = nn.scan(
+                layer, variable_axes={True: 0}, split_rngs={"params": True},
+                in_axes=(nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast, 0),
+                length=cfg.num_layers, unroll=cfg.scan_unroll,
+                metadata_params={nn.PARTITION_NAME: "layers"})(cfg, self.collect_hidden)
         self.norm = RMSNorm(cfg.rms_norm_eps, jnp.dtype(cfg.param_dtype))
         if not cfg.tie_word_embeddings:
             self.lm_head = _dense(cfg.vocab_size, ("embed", "vocab"), False, cfg, "lm_head")
@@ -204,7 +213,15 @@ class Decoder(nn.Module):
             mask = make_attention_mask(positions, cache.positions, cache.valid, cfg.sliding_window)
             cache_kv, cache_index = (cache.k, cache.v), idx
 
-        x, (new_kv, all_hidden) = self.layers(x, cos, sin, mask, cache_index, cache_kv)
+        if cfg.scan_layers:
+            layer_ids = jnp.arange(cfg.num_layers, dtype=jnp.int32)
+            (x, new_kv), all_hidden = self.layers((x, cache_kv), cos, sin, mask, cache_index, layer_ids)
+        else:
+            carry, outs = (x, cache_kv), []
+            for i, layer in enumerate(self.layers):
+                carry, h = layer(carry, cos, sin, mask, cache_index, i)
+                outs.append(h)
+            (x, new_kv), all_hidden = carry, (jnp.stack(outs) if self.collect_hidden else None)
         if cache is not None:
             cache = cache.replace(k=new_kv[0], v=new_kv[1], index=cache.index + t)
         if apply_final_norm:

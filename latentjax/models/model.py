@@ -39,8 +39,34 @@ def init_params(config: DecoderConfig, rng: jax.Array, mesh: Optional[Mesh] = No
 def truncate_layers(config: DecoderConfig, params: Any, num_layers: int) -> tuple[DecoderConfig, Any]:
     """The first `num_layers` layers only (a bridge sender never runs the layers above its tap)."""
     params = dict(params)
-    params["layers"] = jax.tree.map(lambda x: x[:num_layers], params["layers"])
+    if config.scan_layers:
+        params["layers"] = jax.tree.map(lambda x: x[:num_layers], params["layers"])
+    else:
+        for i in range(num_layers, config.num_layers):
+            params.pop(f"layers_{i}")
     return config.replace(num_layers=num_layers), params
+
+
+def unstack_layers(config: DecoderConfig, params: Any, mesh: Optional[Mesh] = None,
+                   rules=rules_lib.DEFAULT_RULES) -> tuple[DecoderConfig, Any]:
+    """Stacked (scanned) parameters -> one subtree per layer, for fast decoding (`scan_layers=False`).
+
+    In a scanned decode step every layer's weights are sliced out of the stacked arrays, which XLA materialises as
+    copies: about three times the weight traffic of the memory floor. Per-layer arrays are read in place. The
+    result is a new set of buffers (the stacked ones can be dropped afterwards); shardings follow the same rules."""
+    if not config.scan_layers:
+        return config, params
+    flat = config.replace(scan_layers=False)
+    mesh = mesh or rules_lib.single_device_mesh()
+    shardings = param_shardings(flat, mesh, rules)
+
+    def split(p):
+        out = {k: v for k, v in p.items() if k != "layers"}
+        for i in range(config.num_layers):
+            out[f"layers_{i}"] = jax.tree.map(lambda a, i=i: a[i], p["layers"])
+        return out
+
+    return flat, jax.jit(split, out_shardings=shardings)(params)
 
 
 @dataclasses.dataclass
@@ -130,7 +156,8 @@ def from_pretrained(path: str, dtype: str = "float32", mesh: Optional[Mesh] = No
                     rules=rules_lib.DEFAULT_RULES, param_dtype: Optional[str] = None,
                     **config_overrides: Any) -> LanguageModel:
     """Load an HF Llama/Mistral folder. `dtype` is the compute dtype; parameters are stored in `param_dtype`
-    (default: same as `dtype`). Extra keyword arguments override DecoderConfig fields (e.g. remat_policy)."""
+    (default: same as `dtype`). Extra keyword arguments override DecoderConfig fields (e.g. remat_policy; use
+    scan_layers=False for generation-heavy work: per-layer weights, faster decoding, briefly twice the memory)."""
     if not os.path.isdir(path):
         raise FileNotFoundError(f"Model folder {path!r} does not exist.")
     config = load_hf_config(path, dtype=dtype, param_dtype=param_dtype or dtype, **config_overrides)
@@ -138,6 +165,9 @@ def from_pretrained(path: str, dtype: str = "float32", mesh: Optional[Mesh] = No
     from latentjax.parallel.mesh import check_model_fits_mesh
 
     check_model_fits_mesh(config, mesh, rules)
-    boxed = abstract_params(config)
-    params = load_params(path, config, rules_lib.unbox(boxed), rules_lib.shardings_of(boxed, mesh, rules))
+    stacked = config.replace(scan_layers=True)  # checkpoints load stacked; scan_layers=False splits them after
+    boxed = abstract_params(stacked)
+    params = load_params(path, stacked, rules_lib.unbox(boxed), rules_lib.shardings_of(boxed, mesh, rules))
+    if not config.scan_layers:
+        config, params = unstack_layers(stacked, params, mesh, rules)
     return LanguageModel(config=config, params=params, mesh=mesh, rules=rules, path=path)
