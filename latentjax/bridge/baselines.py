@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import random
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -319,12 +319,12 @@ def run_text_baseline(kind: str, task: Any, examples: Sequence[dict], *, receive
         prompts = [few_shot_prompt(task, shots, ex["text"]) for ex in examples]
         extra["shots"] = [{"id": sh["id"], "label": sh["label"], "text": sh["text"]} for sh in shots]
     else:  # text_relay: the sender summarises, the receiver reads the summary
+        if not s.generate:
+            raise ValueError("text_relay needs generation (baseline.generate=True) for the summaries.")
         summarizer = runner(sender, int(s.relay_summary_tokens))
         rows = [summarizer.encode(summary_prompt(ex["text"], int(s.relay_max_chars)), int(s.max_prompt_tokens))
                 for ex in examples]
         summaries, _, counts = summarizer.run(rows, generate=True, label_scoring=False)
-        if not summarizer.generate:
-            raise ValueError("text_relay needs generation (baseline.generate=True) for the summaries.")
         summaries = [t.strip() for t in summaries]
         prompts = [relay_prompt(task, t) for t in summaries]
         record_extra = [{"summary": t, "summary_tokens": n} for t, n in zip(summaries, counts)]
