@@ -78,6 +78,7 @@ def get_config() -> ConfigDict:
         experiment="",
         seed=0,
         eval_every=0,  # steps between eval_fn calls (0 = never)
+        eval_at_start=False,  # also evaluate the untrained state (step 0) of a fresh run
         mesh=mesh(),
         model=ConfigDict(),
         optimizer=optimizer(),

@@ -226,6 +226,7 @@ def test_lora_sft_through_the_training_loop_then_peft(sft_model_dir, tmp_path):
     config.optimizer = base_cfg.optimizer(lr=1e-2, warmup_steps=0, decay="constant")
     config.checkpoint = base_cfg.checkpoint(every=3, keep_last=1, keep_best=0, best_metric="")
     config.eval_every = 3
+    config.eval_at_start = True
     config.logging.update(log_every=1, progress_bar=False, tensorboard=False)
     mesh = rules_lib.single_device_mesh()
     exp = registry.get("lora_sft")(config, mesh)
@@ -233,6 +234,8 @@ def test_lora_sft_through_the_training_loop_then_peft(sft_model_dir, tmp_path):
     assert result.step == 3
     lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert any("eval/loss" in x for x in lines) and any("train/loss" in x for x in lines)
+    evals = {x["step"]: x["eval/loss"] for x in lines if "eval/loss" in x}
+    assert sorted(evals) == [0, 3] and evals[3] != evals[0]  # the untrained start of the held-out curve, then step 3
 
     lora_cfg = lora_config_from(config)
     trained = jax.device_get(result.state.params)

@@ -197,6 +197,9 @@ def train(config: ConfigDict, experiment: Experiment, mesh: Mesh, workdir: str) 
 
     preempted = False
     step = start
+    if start == 0 and eval_every > 0 and config.get("eval_at_start", False):  # the curve's starting point
+        writer.write(0, {f"eval/{k}": v for k, v in
+                         metrics_lib.to_host_scalars(experiment.eval_fn(state.params, 0) or {}).items()})
     try:
         for step in range(start + 1, total + 1):
             try:

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# The real-data SmolLM2-135M-Instruct runs of issues 5-8 on one GPU, all four at once (each a small share of an
+# H100; their timings are therefore not speed figures), then one archive of their summaries in $OUT.
+#
+#   bash benchmarks/smollm2_gpu_runs.sh            # GGUF at $LJ_GGUF or rebuilt from .gpucache/smol.part_a + .devcarry2/smol.part_b
+#
+# The packaged GGUF (98 MB) is larger than what one device call may carry, so it travels in two parts over two
+# calls; data/ travels as .devcarry2/data.tar.xz (a copy of shared/data). LJ_JOBS picks jobs (default: all).
+set -u
+ROOT=$(pwd)
+CACHE=$ROOT/.gpucache
+OUT=${OUT:-/tmp/lj_out}
+RUNS=$CACHE/runs
+JOBS=${LJ_JOBS:-lora,telepathy,translator,subliminal}
+LIMIT=${LJ_JOB_TIMEOUT:-420}
+mkdir -p "$CACHE" "$RUNS" "$OUT"
+
+GGUF=${LJ_GGUF:-$CACHE/smol.gguf}
+if [[ ! -f $GGUF ]]; then
+  cat "$CACHE/smol.part_a" .devcarry2/smol.part_b > "$GGUF" || { echo "GGUF parts missing: carry .devcarry (part a) in the call before"; exit 3; }
+fi
+if [[ -f .devcarry2/smol.sha256 ]] && [[ "$(sha256sum "$GGUF" | cut -c1-64)" != "$(cat .devcarry2/smol.sha256)" ]]; then
+  echo "the reassembled GGUF's sha256 does not match .devcarry2/smol.sha256"; exit 3
+fi
+MODEL=$CACHE/smollm2
+[[ -f $MODEL/config.json ]] || python3 -m latentjax.convert.gguf --gguf "$GGUF" --out "$MODEL" || exit 4
+DATA=${LATENTJAX_DATA_DIR:-$CACHE/data}
+[[ -d $DATA ]] || tar xJf .devcarry2/data.tar.xz -C "$CACHE" || exit 5
+export LATENTJAX_DATA_DIR=$DATA PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_MEM_FRACTION=0.2 TF_CPP_MIN_LOG_LEVEL=2
+
+job() {  # name, command...
+  local name=$1; shift
+  [[ ",$JOBS," == *",$name,"* ]] || return 0
+  mkdir -p "$RUNS/$name"
+  ( start=$(date +%s); timeout "$LIMIT" "$@" > "$RUNS/$name/log.txt" 2>&1; rc=$?
+    echo "$name rc=$rc seconds=$(( $(date +%s) - start ))" | tee -a "$RUNS/$name/log.txt" ) &
+}
+
+job lora python3 launch/train.py --config="configs/lora_sft_smollm2_gsm8k.py:$MODEL" --workdir="$RUNS/lora/run"
+job telepathy python3 launch/gpu_telepathy_smollm2.py --model "$MODEL" --data_dir "$DATA" --out "$RUNS/telepathy" --scale full
+job translator python3 launch/gpu_translator_smollm2.py --model "$MODEL" --data_dir "$DATA" --out "$RUNS/translator" --scale full
+job subliminal python3 launch/gpu_subliminal_smollm2.py --model "$MODEL" --data_dir "$DATA" --out "$RUNS/subliminal" --scale full
+wait
+
+# One archive of everything small (no checkpoints, no adapters' weights): summaries, per-example JSONL, plots, logs.
+(cd "$RUNS" && find . -type f -size -8M ! -path '*/checkpoints/*' ! -name '*.safetensors' ! -name '*.gguf' \
+   | tar czf "$OUT/smollm2_runs.tgz" -T -)
+ls -la "$OUT"
+for name in ${JOBS//,/ }; do
+  echo "== $name"; tail -n 25 "$RUNS/$name/log.txt" 2>/dev/null
+done
