@@ -5,11 +5,15 @@ a smoke scale (CPU, minutes), then a short table.
 
 It is `configs/subliminal/reduced.py` (paper protocol) run through `latentjax.subliminal.pipeline.run_pipeline`
 with these changes for one H100 (`full`): the teacher trains on 2,000 MATH level 4-5 train problems (3 epochs,
-5% held out, evaluated every 20 steps, the best-validation step exported), micro-batch 32 without accumulation
-(the same effective batch of 32 as the seed's 4 x 8), sequences cut at 1,024 tokens; generation samples batches
-of 512 prompts (T=1, no top-p, 64 new tokens) until 5,000 valid sequences or `--max_prompts`; 3 students
-(seeds 42, 43, 44) for `--student_epochs` epochs (3 by default, the seed's 10 do not fit the time); base, teacher
-and students evaluated on 500 MATH-500 problems, 500 GSM8K test problems and all 848 MMLU-math questions.
+5% held out, evaluated every 20 steps, the best-validation step exported), batch 32 as 4 micro-batches of 8 (the
+seed's effective batch of 32), sequences cut at 1,024 tokens; generation samples batches of 512 prompts (T=1, no
+top-p, 64 new tokens) until 5,000 valid sequences or `--max_prompts`; 3 students (seeds 42, 43, 44, batch 32) for
+`--student_epochs` epochs (3 by default, the seed's 10 do not fit the time); base, teacher and students evaluated
+on 500 MATH-500 problems, 500 GSM8K test problems and all 848 MMLU-math questions (batches of 64).
+
+GPU memory: the prefill of `generate` computes float32 logits for every prompt position (512 x ~192 x 49,152 x 4
+bytes = ~19 GB at the default batch), so give the job the whole GPU, or pass `--gen_batch 128 --eval_batch 32`
+under XLA_PYTHON_CLIENT_MEM_FRACTION=0.2.
 
 The run folder (`--run_dir`, default `runs/gpu_subliminal_<scale>`, checkpoints, adapters, every sample) stays
 out of `--out`: rerunning the same command resumes an interrupted run there. `--out` receives few files:
@@ -47,6 +51,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--teacher_examples", type=int, default=2000)
     p.add_argument("--teacher_lr", type=float, default=1e-5, help="peak learning rate (the seed's 1e-5)")
     p.add_argument("--student_lr", type=float, default=1e-5, help="peak learning rate (the seed's 1e-5)")
+    p.add_argument("--gen_batch", type=int, default=512, help="prompts per sampling batch (full scale)")
+    p.add_argument("--eval_batch", type=int, default=64, help="items per evaluation batch (full scale)")
     return p.parse_args(argv)
 
 
@@ -66,8 +72,8 @@ def build_config(args: argparse.Namespace):
         return config
     t, s, g, e = config.teacher, config.student, config.generate, config.evaluate
     t.update(num_examples=args.teacher_examples, seq_len=1024, buckets=(256, 512, 1024), eval_every=20,
-             eval_batch_size=32, max_eval_examples=0)
-    t.train.update(batch_size=32, grad_accum=1)
+             eval_batch_size=8, max_eval_examples=0)
+    t.train.update(batch_size=32, grad_accum=4)  # micro-batches of 8: float32 logits of 8 x 1024 x 49,152 = 1.6 GB
     t.optimizer.lr, s.optimizer.lr = float(args.teacher_lr), float(args.student_lr)
     t.checkpoint.update(keep_last=1, keep_best=1)
     s.update(seeds=seeds, epochs=float(args.student_epochs), seq_len=256, buckets=(128, 256), eval_batch_size=64,
@@ -76,9 +82,9 @@ def build_config(args: argparse.Namespace):
     s.train.update(batch_size=32, grad_accum=1)
     s.logging.update(progress_bar=False)
     t.logging.update(progress_bar=False)
-    g.update(num_prompts=int(args.max_prompts), target=int(args.target), batch_size=512, max_new_tokens=64,
-             select="first")
-    e.update(num_examples=int(args.eval_examples), batch_size=128)
+    g.update(num_prompts=int(args.max_prompts), target=int(args.target), batch_size=int(args.gen_batch),
+             max_new_tokens=64, select="first")
+    e.update(num_examples=int(args.eval_examples), batch_size=int(args.eval_batch))
     return config
 
 
