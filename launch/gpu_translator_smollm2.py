@@ -52,7 +52,8 @@ def build_config(args, scale: dict, mode: str, baselines: bool):
         os.path.join(ROOT, "configs", "translator", "smollm2.py")
         + f":model={args.model},kind=cross,mode={mode},context=mode,steps={s['steps']},batch={s['batch']},"
           f"tokens={s['tokens']},lr={s['lr']},seed={args.seed}")
-    config.model.dtype = s["dtype"]
+    config.model.sender.dtype = config.model.receiver.dtype = s["dtype"]
+    config.model.remat_policy = "none"  # 135M parameters: activations fit, no recomputation
     config.train.compute_dtype = "bfloat16" if s["dtype"] == "bfloat16" else ""
     config.optimizer.warmup_steps = s["warmup"]
     config.loss.kl_warmup_steps = s["warmup"]
