@@ -47,7 +47,7 @@ class KVCache:
 
 @flax.struct.dataclass
 class DecoderOutput:
-    logits: Optional[Array]  # [batch, seq, vocab] float32, or None when return_logits=False
+    logits: Optional[Array]  # [batch, seq, vocab] float32 ([batch, 1, vocab] with a cache), None if not asked
     hidden: Array  # [batch, seq, embed]: final hidden state (normed iff apply_final_norm)
     cache: Optional[KVCache]
     all_hidden: Optional[Array]  # [layers, batch, seq, embed] outputs of each layer, when asked for
@@ -228,10 +228,13 @@ class Decoder(nn.Module):
             x = self.norm(x)
         logits = None
         if return_logits:
+            # With a cache (generation) only the last position's logits are used: a batch-512 prefill's float32
+            # logits for every position would take ~19 GB on SmolLM2's 49k vocabulary.
+            last = x if cache is None else x[:, -1:]
             if cfg.tie_word_embeddings:
-                logits = self.embed_tokens.attend(x)
+                logits = self.embed_tokens.attend(last)
             else:
-                logits = self.lm_head(x)
+                logits = self.lm_head(last)
             logits = nn.with_logical_constraint(logits.astype(jnp.float32), ("batch", "length", "act_vocab"))
         return DecoderOutput(logits=logits, hidden=x, cache=cache,
                              all_hidden=all_hidden)
