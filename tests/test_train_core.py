@@ -242,6 +242,20 @@ def test_keep_last_plus_best_and_frozen_not_saved(tmp_path):
     assert os.listdir(os.path.join(workdir, "tb"))  # TensorBoard events written
 
 
+def test_keep_best_survives_a_restart(tmp_path):
+    """The best checkpoint's metric is on disk: a resumed run still keeps it (and knows it is the best)."""
+    workdir = str(tmp_path / "run")
+    table = {5: 1.0, 10: 3.0, 15: 2.0, 20: 4.0, 25: 5.0}
+    loop.train(toy_config(steps=15, every=5, keep_last=1, keep_best=1), toy_experiment(eval_table=table), mesh1(),
+               workdir)
+    loop.train(toy_config(steps=25, every=5, keep_last=1, keep_best=1), toy_experiment(eval_table=table), mesh1(),
+               workdir)
+    ckdir = os.path.join(workdir, "checkpoints")
+    assert sorted(int(d) for d in os.listdir(ckdir) if d.isdigit()) == [5, 25]
+    manager = ocp.CheckpointManager(ckdir)
+    assert manager.metrics(5) == {"eval/loss": 1.0}
+
+
 def test_resume_in_process_is_exact(tmp_path):
     """Stop after 6 of 12 steps (a run configured for 12 but fed 6 batches), resume, compare with one run."""
     full = str(tmp_path / "full")

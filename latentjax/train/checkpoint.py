@@ -107,6 +107,8 @@ class Checkpointer:
         self.best_metric = best_metric if keep_best > 0 else None
         policy = _preservation(keep_last, keep_best, self.best_metric, best_mode)
         kwargs = dict(preservation_policy=policy) if policy is not None else dict(max_to_keep=keep_last)
+        if policy is not None:  # orbax writes a step's metrics to disk only with best_fn set: keep-best survives restarts
+            kwargs.update(best_fn=lambda m, key=self.best_metric: m[key], best_mode=best_mode)
         options = ocp.CheckpointManagerOptions(enable_async_checkpointing=async_save, cleanup_tmp_directories=True,
                                                create=True, **kwargs)
         self.manager = ocp.CheckpointManager(self.directory, options=options)
