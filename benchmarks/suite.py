@@ -170,9 +170,10 @@ def _decoder_logits(config, rules, params, ids):
 def part_lora() -> dict:
     """Each case in its own process: peak device memory is per process. Ours "remat" is the `minimal` policy (saves
     the projections' outputs), at about the reference's remat memory; cuDNN attention where it applies, XLA's if
-    cuDNN refuses."""
+    cuDNN refuses. LATENTJAX_SUITE_LORA=minimal runs only that case."""
     res = {}
-    for remat, tag in (("none", "noremat"), ("minimal", "remat")):
+    cases = os.environ.get("LATENTJAX_SUITE_LORA", "none,minimal").split(",")
+    for remat, tag in [(r, t) for r, t in (("none", "noremat"), ("minimal", "remat")) if r in cases]:
         r = {}
         for attention in ("auto", "xla"):
             r = run_part([os.path.join(HERE, "lora_8b.py"), "--one", f"{remat}:{attention}"])
