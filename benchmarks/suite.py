@@ -52,6 +52,18 @@ def median_time(fn, warm: int = 2, reps: int = 10) -> float:
     return float(np.median(times))
 
 
+class Reported(dict):
+    """Results printed as they are measured: a part stopped by its time limit still reports what it measured."""
+
+    def __setitem__(self, key, value):
+        super().__setitem__(key, value)
+        print("RESULT " + json.dumps(self), flush=True)
+
+    def update(self, other=(), **kw):
+        super().update(other, **kw)
+        print("RESULT " + json.dumps(self), flush=True)
+
+
 def part_pair() -> dict:
     import jax
     import jax.numpy as jnp
@@ -86,7 +98,7 @@ def part_pair() -> dict:
     _, tapped = truncate_layers(sender_cfg, sender, tap.config.num_layers)
     tapped = {k: v for k, v in tapped.items() if k != "lm_head"}
     frozen = {"sender": tapped, "receiver": receiver}
-    res = {}
+    res = Reported()
     bridge_cfg = BridgeConfig(sender_dim=sender_cfg.hidden_size, receiver_dim=receiver_cfg.hidden_size, num_latents=16, depth=2, num_heads=8, width=512,
                               output_scale_init=0.0027)
     model = BridgedModel(tap, bridge_cfg, receiver_cfg, diversity_weight=0.0)
@@ -233,13 +245,20 @@ COMPARE = ["bridge_step_B8_ms", "bridge_step_B64_ms", "latency_bridge_ms", "late
            "lora_B4_T512_noremat_peak_mem_gib", "lora_B4_T512_remat_peak_mem_gib"]
 
 
-def run_part(args: list[str]) -> dict:
-    proc = subprocess.run([sys.executable] + args, capture_output=True, text=True)
-    lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
-    if proc.returncode or not lines:
-        sys.stderr.write(proc.stdout[-2000:] + proc.stderr[-4000:])
-        return {"error": f"{' '.join(args[-2:])}: exit {proc.returncode}"}
-    return json.loads(lines[-1][7:])
+def run_part(args: list[str], timeout: float = None) -> dict:
+    """Run one part in its own process; with `timeout`, keep what it reported before being stopped."""
+    try:
+        proc = subprocess.run([sys.executable] + args, capture_output=True, text=True, timeout=timeout)
+        out, err, code = proc.stdout, proc.stderr, proc.returncode
+    except subprocess.TimeoutExpired as e:
+        as_text = lambda b: b.decode(errors="replace") if isinstance(b, bytes) else (b or "")
+        out, err, code = as_text(e.stdout), as_text(e.stderr), f"timed out after {timeout:.0f} s"
+    lines = [l for l in out.splitlines() if l.startswith("RESULT ")]
+    res = json.loads(lines[-1][7:]) if lines else {}
+    if code:
+        sys.stderr.write(out[-2000:] + err[-4000:])
+        res["error"] = f"{' '.join(args[-2:])}: exit {code}"
+    return res
 
 
 def main() -> None:
@@ -268,7 +287,8 @@ def main() -> None:
         save()
     for part in args.parts.split(","):
         start = time.perf_counter()
-        r = run_part([__file__, "--part", part])
+        limit = float(os.environ.get(f"LATENTJAX_SUITE_LIMIT_{part.upper()}", "0")) or None
+        r = run_part([__file__, "--part", part], timeout=limit)
         if "error" in r:
             errors.append(r.pop("error"))
         ours.update(r)
