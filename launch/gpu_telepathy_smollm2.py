@@ -8,9 +8,10 @@ baselines on the same rows, and a token ablation (K = 16/32/64/128) on SST-2. Pr
     python launch/gpu_telepathy_smollm2.py --model $(python -m latentjax.convert.gguf --smollm2) \
         --data_dir ../shared/data --out /tmp/tele_smoke --scale smoke   # CPU, minutes
 
-Layout under --out (the one `launch/telepathy_table.py` reads): `{task}_bridge/` (workdir; eval JSONL + summary in
-eval/), `{task}_baselines/{task}_{kind}.jsonl|.summary.json`, `sst2_ablation/k{K}/` + ablation.md/.json/.png.
-Runs are resumed or skipped when started again with the same --out. Config: configs/telepathy/smollm2.py (bf16
+Layout under --out (the one `launch/telepathy_table.py` reads): `{task}_bridge/eval/` (JSONL + summary),
+`{task}_baselines/{task}_{kind}.jsonl|.summary.json`, `sst2_ablation/k{K}/eval/` + ablation.md/.json/.png.
+Workdirs (checkpoints: ~120 MB per run) and the compilation cache go to --run_dir, outside --out; runs are resumed
+or skipped when started again with the same --run_dir and --out. Config: configs/telepathy/smollm2.py (bf16
 frozen models and a float32 bridge at `full`; float32 at `smoke`). With one model as sender and receiver the
 sender_text baseline is the receiver_text baseline (same model, same prompt): it is run once and reported once.
 """
@@ -111,6 +112,9 @@ def main() -> None:
                              "--set model.sender.layer=-1 (repeatable; mistyped keys are refused)")
     parser.add_argument("--sender_bucket", type=int, default=None,
                         help="sender padding multiple (default: 128 at full, 32 at smoke)")
+    parser.add_argument("--run_dir", default=None,
+                        help="workdirs (checkpoints, metrics) and the compilation cache, kept out of --out so that "
+                             "only results come back (default: $TMPDIR/latentjax_telepathy_smollm2)")
     parser.add_argument("--skip", default="", help="comma list of parts to skip: bridge, baselines, ablation")
     args = parser.parse_args()
     for path, what in ((args.model, "--model"), (args.data_dir, "--data_dir")):
@@ -120,10 +124,14 @@ def main() -> None:
     from absl import logging
 
     logging.set_verbosity(logging.WARNING)
+    import tempfile
+
     import jax
 
+    run_dir = os.path.abspath(args.run_dir or os.path.join(tempfile.gettempdir(), "latentjax_telepathy_smollm2"))
+
     # A rerun with the same --out reuses compiled programs (runs of different K or task still compile their own).
-    jax.config.update("jax_compilation_cache_dir", os.path.join(os.path.abspath(args.out), ".jax_cache"))
+    jax.config.update("jax_compilation_cache_dir", os.path.join(run_dir, "jax_cache"))
     from latentjax.bridge.ablation import run_ablation
     from latentjax.bridge.baselines import evaluate_baseline
     from latentjax.bridge.results import collect, results_markdown
@@ -157,7 +165,9 @@ def main() -> None:
                for task in ("sst2", "ag_news")}
     for task, config in configs.items():
         if "bridge" not in skip:
-            timed(f"{task}_bridge", lambda c=config, t=task: train_and_evaluate(c, os.path.join(out, f"{t}_bridge")))
+            config.eval.output_dir = os.path.join(out, f"{task}_bridge", "eval")
+            timed(f"{task}_bridge",
+                  lambda c=config, t=task: train_and_evaluate(c, os.path.join(run_dir, f"{t}_bridge")))
         if "baselines" not in skip:
             config.baseline.relay_summary_tokens = s["relay_tokens"]
             config.baseline.batch_size = 64 if args.scale == "full" else 8
@@ -166,7 +176,8 @@ def main() -> None:
                       evaluate_baseline(c, k, os.path.join(out, f"{t}_baselines")))
     if "ablation" not in skip:
         abl = task_config("sst2", args.scale, model, data_dir, abl_steps, s["ablation_rows"], args.set)
-        timed("sst2_ablation", lambda: run_ablation(abl, s["tokens"], os.path.join(out, "sst2_ablation")))
+        timed("sst2_ablation", lambda: run_ablation(abl, s["tokens"], os.path.join(out, "sst2_ablation"),
+                                                    run_dir=os.path.join(run_dir, "sst2_ablation")))
 
     collected = collect(out)
     table = results_markdown(collected)
@@ -174,12 +185,14 @@ def main() -> None:
     atomic_write_text(os.path.join(out, "results.md"), table)
     write_json(os.path.join(out, "summary.json"), {
         "scale": args.scale, "device": device, "model": model, "steps": steps, "ablation_steps": abl_steps,
-        "overrides": args.set, "sender_bucket": batching.SENDER_BUCKET,
+        "overrides": args.set, "sender_bucket": batching.SENDER_BUCKET, "run_dir": run_dir,
         "total_s": total, "timings": timings, "results": collected,
         "note": "sender_text is receiver_text here: one model is both sender and receiver."})
     print("\n" + table)
+    plot = os.path.join(out, "sst2_ablation", "ablation.png")
     print("sender_text = receiver_text (the same SmolLM2 reads the same prompt). "
-          f"Total {total:.0f} s on {device}. Files: {out}/summary.json, results.md, sst2_ablation/ablation.png")
+          f"Total {total:.0f} s on {device}. Files: {out}/summary.json, {out}/results.md"
+          + (f", {plot}" if os.path.exists(plot) else ""))
 
 
 if __name__ == "__main__":

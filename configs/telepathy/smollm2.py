@@ -8,8 +8,9 @@ seed's prompts, primer, scoring and output scale; this file swaps in the small p
 
 Variant keys (besides the common ones of configs/telepathy/common.py: tokens, layer, steps, lr, batch, seed):
   task=sst2|ag_news|passkey|banking77   (default sst2)
-  scale=demo|smoke|full                 demo: the 2-core CPU main job (float32); smoke: a few steps on CPU;
-                                        full: the GPU run (bf16 frozen models)
+  scale=demo|smoke|full                 demo: the 2-core CPU main job (float32, 500 steps of 8, ~0.54 s a step
+                                        on an idle 2-core CPU); smoke: a few steps on CPU; full: the GPU run
+                                        (bf16 frozen models, float32 bridge)
 The model path defaults to the offline SmolLM2 folder (latentjax.convert.gguf.smollm2_path()) when it can be had,
 else "" (set --config.model.sender.path / receiver.path). Sender tap: layer 16 of 30 by default (the reference's
 multi-seed SST-2 run tapped the middle of Llama; it also halves the sender's cost).
@@ -22,7 +23,7 @@ TASK_FILES = {"sst2": "sst2.py", "ag_news": "ag_news.py", "passkey": "passkey.py
 
 # steps, batch, lr, quick-eval size, final-eval size (0 = whole split), eval batch
 SCALES = {
-    "demo": dict(steps=240, batch=8, lr=1e-3, num_samples=0, final_num_samples=200, eval_batch=50),
+    "demo": dict(steps=500, batch=8, lr=1e-3, num_samples=0, final_num_samples=200, eval_batch=50),
     "smoke": dict(steps=6, batch=4, lr=1e-3, num_samples=0, final_num_samples=8, eval_batch=8),
     "full": dict(steps=400, batch=32, lr=5e-4, num_samples=0, final_num_samples=0, eval_batch=128),
 }

@@ -4,7 +4,8 @@ with Wilson 95% error bars (`latentjax.eval.reports`).
 
     rows = run_ablation(config, (16, 32, 64, 128), "runs/banking77_ablation")
 
-Files in `out_dir`: `k{K}/` (each run's workdir: config, metrics, checkpoints, eval JSONL/summary),
+Files in `out_dir`: `k{K}/` (each run's workdir: config, metrics, checkpoints, eval JSONL/summary; the workdirs
+can live elsewhere with `run_dir`),
 `ablation.json` (rows + the base config), `ablation.md`, `ablation.png`.
 """
 from __future__ import annotations
@@ -38,7 +39,7 @@ def ablation_row(k: int, run: dict, metric: Optional[str] = None) -> dict:
     if "generation" in summary and row["metric"] != "generation":
         row["generation_accuracy"] = summary["generation"]["accuracy"]
     row.update(steps=run["steps"], train_s=round(run["train_s"], 1), eval_s=round(run["eval_s"], 1),
-               workdir=run["workdir"])
+               workdir=run["workdir"], eval_dir=run.get("eval_dir") or os.path.join(run["workdir"], "eval"))
     return row
 
 
@@ -67,16 +68,19 @@ def write_report(rows: Sequence[dict], out_dir: str, title: str = "", base_confi
 
 def run_ablation(config: ConfigDict, tokens: Sequence[int] = DEFAULT_TOKENS, out_dir: str = "runs/ablation",
                  metric: Optional[str] = None, mesh: Any = None,
-                 on_row: Optional[Callable[[dict], None]] = None) -> list[dict]:
-    """Train and evaluate one bridge per K in `tokens` (workdirs `out_dir/k{K}`), rewriting the report after
-    every K so a partial ablation is still on disk; returns the rows (sorted by K)."""
+                 on_row: Optional[Callable[[dict], None]] = None, run_dir: Optional[str] = None) -> list[dict]:
+    """Train and evaluate one bridge per K in `tokens`, rewriting the report after every K so a partial ablation
+    is still on disk; returns the rows (sorted by K). Workdirs (checkpoints, metrics) are `{run_dir}/k{K}`
+    (run_dir defaults to out_dir); evaluation JSONL and summaries go to `{out_dir}/k{K}/eval`."""
     tokens = [int(k) for k in tokens]
     if not tokens or len(set(tokens)) != len(tokens):
         raise ValueError(f"tokens must be distinct and non-empty, got {tokens}.")
     title = f"{config.task.name}"
     rows = []
     for k in tokens:
-        run = train_and_evaluate(config_for_tokens(config, k), os.path.join(out_dir, f"k{k}"), mesh=mesh)
+        cfg = config_for_tokens(config, k)
+        cfg.eval.output_dir = os.path.join(out_dir, f"k{k}", "eval")
+        run = train_and_evaluate(cfg, os.path.join(run_dir or out_dir, f"k{k}"), mesh=mesh)
         rows.append(ablation_row(k, run, metric))
         write_report(rows, out_dir, title, base_config=config)
         if on_row is not None:

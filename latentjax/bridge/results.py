@@ -58,7 +58,8 @@ def collect(runs_dir: str) -> dict:
                 rows = {r["tokens"]: r for r in abl["rows"]}
                 k = 16 if 16 in rows else min(rows) if rows else None
                 if k is not None:
-                    bridge = _final_summary(os.path.join(rows[k]["workdir"], "eval"), task)
+                    where = rows[k].get("eval_dir") or os.path.join(rows[k]["workdir"], "eval")
+                    bridge = _final_summary(where, task)
         if bridge:
             found["bridge"] = bridge
         for kind in ("receiver_text", "sender_text", "few_shot", "text_relay"):

@@ -28,7 +28,7 @@ def final_summary_path(config: ConfigDict) -> str:
 def train_and_evaluate(config: ConfigDict, workdir: str, mesh: Any = None) -> dict:
     """Train `config` (experiment "bridge") in `workdir` and evaluate it once at the last step.
 
-    Returns {"summary": final eval summary, "workdir", "steps", "build_s" (models loaded, calibration),
+    Returns {"summary": final eval summary, "workdir", "eval_dir", "steps", "build_s" (models loaded, calibration),
     "train_s" (loop minus evaluation; includes compilation), "eval_s", "train_metrics" (last logged)}.
     """
     from latentjax.parallel.mesh import mesh_from_config
@@ -68,8 +68,9 @@ def train_and_evaluate(config: ConfigDict, workdir: str, mesh: Any = None) -> di
         raise FileNotFoundError(f"No final evaluation summary at {path}: the run finished without its last eval.")
     with open(path, encoding="utf-8") as f:
         summary = json.load(f)
-    return {"summary": summary, "workdir": workdir, "steps": steps, "build_s": build_s,
-            "train_s": loop_s - eval_time["s"], "eval_s": eval_time["s"], "train_metrics": result.last_metrics}
+    return {"summary": summary, "workdir": workdir, "eval_dir": config.eval.output_dir, "steps": steps,
+            "build_s": build_s, "train_s": loop_s - eval_time["s"], "eval_s": eval_time["s"],
+            "train_metrics": result.last_metrics}
 
 
 def primary_metric(summary: dict) -> tuple[str, dict]:
