@@ -151,6 +151,19 @@ def main() -> None:
     t_all = time.perf_counter()
     timings: dict = {}
 
+    def write_results() -> str:
+        """results.md + summary.json of everything finished so far (rewritten after every part, so a run cut
+        short by a time limit still leaves its finished parts' table)."""
+        collected = collect(out)
+        table = results_markdown(collected)
+        atomic_write_text(os.path.join(out, "results.md"), table)
+        write_json(os.path.join(out, "summary.json"), {
+            "scale": args.scale, "device": device, "model": model, "steps": steps, "ablation_steps": abl_steps,
+            "overrides": args.set, "sender_bucket": batching.SENDER_BUCKET, "run_dir": run_dir,
+            "total_s": time.perf_counter() - t_all, "timings": timings, "results": collected,
+            "note": "sender_text is receiver_text here: one model is both sender and receiver."})
+        return table
+
     def timed(name, fn):
         t = time.perf_counter()
         result = fn()
@@ -159,6 +172,7 @@ def main() -> None:
             timings[name].update(build_s=round(result["build_s"], 1), train_s=round(result["train_s"], 1),
                                  eval_s=round(result["eval_s"], 1), **step_times(result["workdir"]))
         print(f"[{time.perf_counter() - t_all:6.0f} s] {name}: {timings[name]}", flush=True)
+        write_results()
         return result
 
     configs = {task: task_config(task, args.scale, model, data_dir, steps, s["rows"][task], args.set)
@@ -179,15 +193,8 @@ def main() -> None:
         timed("sst2_ablation", lambda: run_ablation(abl, s["tokens"], os.path.join(out, "sst2_ablation"),
                                                     run_dir=os.path.join(run_dir, "sst2_ablation")))
 
-    collected = collect(out)
-    table = results_markdown(collected)
+    table = write_results()
     total = time.perf_counter() - t_all
-    atomic_write_text(os.path.join(out, "results.md"), table)
-    write_json(os.path.join(out, "summary.json"), {
-        "scale": args.scale, "device": device, "model": model, "steps": steps, "ablation_steps": abl_steps,
-        "overrides": args.set, "sender_bucket": batching.SENDER_BUCKET, "run_dir": run_dir,
-        "total_s": total, "timings": timings, "results": collected,
-        "note": "sender_text is receiver_text here: one model is both sender and receiver."})
     print("\n" + table)
     plot = os.path.join(out, "sst2_ablation", "ablation.png")
     print("sender_text = receiver_text (the same SmolLM2 reads the same prompt). "

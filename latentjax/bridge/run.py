@@ -4,7 +4,8 @@ The launchers (token ablation, the offline demo, the SmolLM2 GPU driver) call th
 `launch/train.py`: same builder, same loop, same checkpoints, plus timings. The final evaluation is the one the
 experiment's `eval_fn` runs at the last step; its summary JSON is written under `config.eval.output_dir`
 (default `{workdir}/eval`). Rerunning a finished workdir restores the last checkpoint, trains nothing and reads
-the summary already written, so a launcher can be restarted after a crash without redoing finished runs.
+the summary already written (or evaluates the restored bridge if that summary is not in this config's
+eval folder), so a launcher can be restarted after a crash without redoing finished runs.
 """
 from __future__ import annotations
 
@@ -61,15 +62,18 @@ def train_and_evaluate(config: ConfigDict, workdir: str, mesh: Any = None) -> di
     t1 = time.perf_counter()
     result = loop.train(config, experiment, mesh, workdir)
     loop_s = time.perf_counter() - t1
+    train_s = loop_s - eval_time["s"]  # evaluations inside the loop are not training
     path = final_summary_path(config)
     if result.preempted or result.step < steps:
         raise RuntimeError(f"The run in {workdir} stopped at step {result.step} of {steps}; rerun to resume.")
+    if not os.path.exists(path):  # finished before, evaluated elsewhere (another output folder): evaluate now
+        timed_eval(result.state.params, steps)
     if not os.path.exists(path):
-        raise FileNotFoundError(f"No final evaluation summary at {path}: the run finished without its last eval.")
+        raise FileNotFoundError(f"No final evaluation summary at {path}: the final evaluation wrote nothing.")
     with open(path, encoding="utf-8") as f:
         summary = json.load(f)
     return {"summary": summary, "workdir": workdir, "eval_dir": config.eval.output_dir, "steps": steps,
-            "build_s": build_s, "train_s": loop_s - eval_time["s"], "eval_s": eval_time["s"],
+            "build_s": build_s, "train_s": train_s, "eval_s": eval_time["s"],
             "train_metrics": result.last_metrics}
 
 
