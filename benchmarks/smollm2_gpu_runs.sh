@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The real-data SmolLM2-135M-Instruct runs of issues 5-8 on one GPU, all four at once (each a small share of an
-# H100; their timings are therefore not speed figures), then one archive of their summaries in $OUT.
+# The real-data SmolLM2-135M-Instruct runs of issues 5-8 on one GPU, one after another (LJ_PARALLEL=1 runs them at
+# once: faster, but on an H100 two of the four ran out of memory that way), then one archive of their summaries.
 #
 #   bash benchmarks/smollm2_gpu_runs.sh            # GGUF at $LJ_GGUF or rebuilt from .gpucache/smol.part_a + .devcarry2/smol.part_b
 #
@@ -26,15 +26,18 @@ MODEL=$CACHE/smollm2
 [[ -f $MODEL/config.json ]] || python3 -m latentjax.convert.gguf --gguf "$GGUF" --out "$MODEL" || exit 4
 DATA=${LATENTJAX_DATA_DIR:-$CACHE/data}
 [[ -d $DATA ]] || tar xJf .devcarry2/data.tar.xz -C "$CACHE" || exit 5
-# Four processes share the GPU: memory is taken as needed rather than preallocated.
-export LATENTJAX_DATA_DIR=$DATA PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false TF_CPP_MIN_LOG_LEVEL=2
+export LATENTJAX_DATA_DIR=$DATA PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=2
+if [[ ${LJ_PARALLEL:-0} == 1 ]]; then export XLA_PYTHON_CLIENT_PREALLOCATE=false; fi  # processes share the GPU
 
 job() {  # name, command...
   local name=$1; shift
   [[ ",$JOBS," == *",$name,"* ]] || return 0
   mkdir -p "$RUNS/$name"
-  ( start=$(date +%s); timeout "$LIMIT" "$@" > "$RUNS/$name/log.txt" 2>&1; rc=$?
-    echo "$name rc=$rc seconds=$(( $(date +%s) - start ))" | tee -a "$RUNS/$name/log.txt" ) &
+  run_one() {
+    local start=$(date +%s); timeout "$LIMIT" "$@" > "$RUNS/$name/log.txt" 2>&1; local rc=$?
+    echo "$name rc=$rc seconds=$(( $(date +%s) - start ))" | tee -a "$RUNS/$name/log.txt"
+  }
+  if [[ ${LJ_PARALLEL:-0} == 1 ]]; then run_one "$@" & else run_one "$@"; fi
 }
 
 job lora python3 launch/train.py --config="configs/lora_sft_smollm2_gsm8k.py:$MODEL" --workdir="$RUNS/lora/run"
