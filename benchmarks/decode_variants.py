@@ -27,17 +27,10 @@ VARIANTS = {
 
 
 def median_time(fn, warm=1, reps=3):
-    import jax
-    import numpy as np
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from suite import median_time as timed  # one timing rule for every benchmark
 
-    for _ in range(warm):
-        jax.block_until_ready(fn())
-    times = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - t)
-    return float(np.median(times))
+    return timed(fn, warm=warm, reps=reps)
 
 
 def run_variant(unroll: int, extras: bool) -> dict:
