@@ -3,9 +3,8 @@
 The training loop evaluates every `eval_every` steps and at the end, writing `eval/loss` lines to
 `<workdir>/metrics.jsonl` (lines past a restored step are dropped on resume, so the file reads as one run), and its
 Orbax manager keeps the best checkpoint beside the last ones (`checkpoint.keep_best`). The metric values are read
-from metrics.jsonl rather than from Orbax's per-step metadata: orbax 0.12 stores a checkpoint's metrics only when
-the manager has a `best_fn`, which the loop's preservation policy does not set. A phase can then export the
-adapter of its best-validation step instead of its last one.
+from metrics.jsonl, which holds every logged metric (Orbax's per-step metadata holds only `best_metric`). A phase
+can then export the adapter of its best-validation step instead of its last one.
 """
 from __future__ import annotations
 
