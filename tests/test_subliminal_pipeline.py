@@ -151,15 +151,17 @@ def test_teacher_exports_its_best_validation_step(run, model_dir):
 
     from latentjax.lora.peft import import_peft
     from latentjax.models.config import load_hf_config
-    from latentjax.subliminal import best_checkpoint
 
     run_dir, _ = run
     record = reports.read_json(os.path.join(run_dir, "teacher", "manifest.json"))["record"]
     assert record["export"] == "best" and record["last_step"] == 2
-    evals = best_checkpoint.metric_by_step(os.path.join(run_dir, "teacher", "train", "metrics.jsonl"), "eval/loss")
+    evals = {r["step"]: r["eval/loss"] for r in reports.read_jsonl(os.path.join(run_dir, "teacher", "train",
+                                                                                  "metrics.jsonl")) if "eval/loss" in r}
     assert sorted(evals) == [1, 2]  # eval_every=1: every step evaluated and checkpointed
     want = min(evals, key=lambda s: (evals[s], s))
     assert record["exported_step"] == want and record["exported_eval_loss"] == pytest.approx(evals[want])
+    kept = record["eval_loss_of_kept_checkpoints"]  # from Orbax's stored metrics, agreeing with the loop's log
+    assert kept and all(v == pytest.approx(evals[int(k)]) for k, v in kept.items())
     assert reports.read_json(os.path.join(run_dir, "teacher", "train_result.json"))["exported_step"] == want
     manager = ocp.CheckpointManager(os.path.join(run_dir, "teacher", "train", "checkpoints"))
     saved = manager.restore(want, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]["params"]

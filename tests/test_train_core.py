@@ -21,7 +21,7 @@ from latentjax.data.pipeline import make_loader
 from latentjax.parallel import rules as rules_lib
 from latentjax.train import config_tools, loop, registry
 from latentjax.train import state as state_lib
-from latentjax.train.checkpoint import CheckpointMismatchError
+from latentjax.train.checkpoint import CheckpointMismatchError, Checkpointer
 from latentjax.train.experiment import Experiment
 from latentjax.train.optimizer import default_decay_mask, make_optimizer, make_schedule
 from latentjax.train.step import make_train_step
@@ -254,6 +254,8 @@ def test_keep_best_survives_a_restart(tmp_path):
     assert sorted(int(d) for d in os.listdir(ckdir) if d.isdigit()) == [5, 25]
     manager = ocp.CheckpointManager(ckdir)
     assert manager.metrics(5) == {"eval/loss": 1.0}
+    with Checkpointer(ckdir, {}, best_metric="eval/loss", read_only=True) as reopened:
+        assert reopened.best_step() == 5
 
 
 def test_resume_in_process_is_exact(tmp_path):

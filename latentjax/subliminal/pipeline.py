@@ -206,6 +206,27 @@ def sft_config(config: ConfigDict, section: ConfigDict, model: ConfigDict, data_
         optimizer=section.optimizer, checkpoint=ConfigDict(section.checkpoint.to_dict()), logging=section.logging))
 
 
+def best_kept_state(checkpoint_dir: str, fingerprint: dict, last_state: Any, last_step: int,
+                    metric: str = "eval/loss", mode: str = "min") -> tuple[Any, int, dict]:
+    """(state, step, {kept step: finite `metric`}) of the kept checkpoint with the best `metric` stored by Orbax
+    in `checkpoint_dir` (`last_state`/`last_step` when no kept step has one). Another step is restored through
+    Checkpointer.restore into `last_state`'s shardings; a checkpoint written for another experiment or trainable
+    tree is refused with CheckpointMismatchError."""
+    from latentjax.train.checkpoint import Checkpointer, abstract_like, experiment_meta
+
+    meta = experiment_meta(fingerprint, last_state.params)
+    with Checkpointer(checkpoint_dir, meta, best_metric=metric, best_mode=mode, read_only=True) as ckpt:
+        values = {s: v for s, v in ckpt.stored_metrics().items() if math.isfinite(v)}
+        best = ckpt.best_step()
+        if best is None:
+            return last_state, int(last_step), values
+        if best == last_step:  # the loop's final state is that checkpoint; still refuse a foreign directory
+            ckpt.check_compatible(best)
+            return last_state, int(best), values
+        state = ckpt.restore(best, abstract_like(last_state))
+    return state, int(best), values
+
+
 def train_adapter(run: Run, sft: ConfigDict, section: ConfigDict, phase_dir: str) -> Optional[dict]:
     """Train with the one loop in `phase_dir/train`, export an adapter to `phase_dir/adapter` (PEFT).
 
@@ -216,7 +237,6 @@ def train_adapter(run: Run, sft: ConfigDict, section: ConfigDict, phase_dir: str
     from latentjax.lora.experiment import lora_config_from
     from latentjax.lora.peft import export_peft
     from latentjax.models.config import load_hf_config
-    from latentjax.subliminal import best_checkpoint
     from latentjax.train import loop, registry
 
     export = section.get("export", "last")
@@ -239,12 +259,9 @@ def train_adapter(run: Run, sft: ConfigDict, section: ConfigDict, phase_dir: str
         return None
     state, chosen, losses = result.state, int(result.step), {}
     if export == "best":
-        _barrier(f"trained:{phase_dir}")  # process 0 wrote metrics.jsonl
-        best, losses = best_checkpoint.best_step(os.path.join(phase_dir, "train"), "eval/loss", "min")
-        if best is not None and best != chosen:
-            state = best_checkpoint.restore_state(os.path.join(phase_dir, "train", "checkpoints"), best,
-                                                  result.state)
-        chosen = best if best is not None else chosen
+        _barrier(f"trained:{phase_dir}")  # every process's manager has finished writing
+        state, chosen, losses = best_kept_state(os.path.join(phase_dir, "train", "checkpoints"),
+                                                experiment.fingerprint, result.state, chosen)
     adapter = os.path.join(phase_dir, "adapter")
     export_peft(adapter, state.params, lora_config_from(sft), load_hf_config(sft.model.path),
                 base_model_name_or_path=sft.model.path)

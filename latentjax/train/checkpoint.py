@@ -5,10 +5,13 @@ One step folder holds three items: `state` (trainable params, optimizer state, s
 experiment fingerprint, the trainable tree's shapes and the resolved config). Frozen weights are never saved.
 Before restoring, the stored fingerprint and trainable shapes are compared with the current experiment; a
 checkpoint written for something else is refused with one clear sentence instead of being half-loaded.
+With `keep_best`, each step's best metric is stored by Orbax beside the step (so keep-best survives restarts) and
+`best_step()` reads the best kept step back from those records.
 """
 from __future__ import annotations
 
 import json
+import math
 import os
 from typing import Any, Optional
 
@@ -32,6 +35,29 @@ def trainable_signature(params: Any) -> dict:
         key = "/".join(str(getattr(p, "key", getattr(p, "name", getattr(p, "idx", p)))) for p in path)
         out[key] = f"{jax.numpy.dtype(leaf.dtype).name}[{','.join(map(str, leaf.shape))}]"
     return out
+
+
+def experiment_meta(fingerprint: dict, params: Any, config: Any = None) -> dict:
+    """The `meta` a Checkpointer stores and checks: the experiment fingerprint, the trainable tree's signature
+    (`params`: arrays or ShapeDtypeStructs) and, for the record, the jsonable resolved config."""
+    return dict(fingerprint=fingerprint, trainable=trainable_signature(params), config=config)
+
+
+def abstract_like(tree: Any) -> Any:
+    """ShapeDtypeStructs with the shapes, dtypes and shardings of the arrays in `tree` (a restore target)."""
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), tree)
+
+
+def _rank_fn(metric: str, mode: str):
+    """metrics -> a sortable value of `metric`; NaN, Inf and a missing value rank as the worst, so Orbax never
+    keeps them as the best."""
+    worst = math.inf if mode == "min" else -math.inf
+
+    def rank(metrics: Any) -> float:
+        value = float(metrics.get(metric, worst)) if metrics else worst
+        return value if math.isfinite(value) else worst
+
+    return rank
 
 
 def _jsonable(x: Any) -> Any:
@@ -89,28 +115,37 @@ def _preservation(keep_last: int, keep_best: int, best_metric: Optional[str], be
     if best_metric and keep_best > 0 and hasattr(cm, "AnyPreservationPolicy"):
         return cm.AnyPreservationPolicy([
             cm.LatestN(n=keep_last),
-            cm.BestN(get_metric_fn=lambda m: m[best_metric], reverse=best_mode == "min", n=keep_best,
+            cm.BestN(get_metric_fn=_rank_fn(best_metric, best_mode), reverse=best_mode == "min", n=keep_best,
                      keep_checkpoints_without_metrics=False)])
     return None
 
 
 class Checkpointer:
     """Saves and restores (state, data iterator, metadata) under `directory`, keeping the last `keep_last`
-    checkpoints plus the `keep_best` best by `best_metric` (`best_mode` "min" or "max")."""
+    checkpoints plus the `keep_best` best by `best_metric` (`best_mode` "min" or "max"). With `read_only` it
+    opens an existing directory to read metrics and restore (e.g. a finished run's best step); saving is refused."""
 
     def __init__(self, directory: str, meta: dict, *, keep_last: int = 3, keep_best: int = 0,
-                 best_metric: Optional[str] = None, best_mode: str = "min", async_save: bool = True):
+                 best_metric: Optional[str] = None, best_mode: str = "min", async_save: bool = True,
+                 read_only: bool = False):
         if best_mode not in ("min", "max"):
             raise ValueError(f"checkpoint.best_mode must be 'min' or 'max', got {best_mode!r}.")
         self.directory = os.path.abspath(directory)
         self.meta = _jsonable(meta)
-        self.best_metric = best_metric if keep_best > 0 else None
-        policy = _preservation(keep_last, keep_best, self.best_metric, best_mode)
-        kwargs = dict(preservation_policy=policy) if policy is not None else dict(max_to_keep=keep_last)
-        if policy is not None:  # orbax writes a step's metrics to disk only with best_fn set: keep-best survives restarts
-            kwargs.update(best_fn=lambda m, key=self.best_metric: m[key], best_mode=best_mode)
-        options = ocp.CheckpointManagerOptions(enable_async_checkpointing=async_save, cleanup_tmp_directories=True,
-                                               create=True, **kwargs)
+        self.read_only = bool(read_only)
+        self.best_metric = best_metric if keep_best > 0 or read_only else None
+        self.best_mode = best_mode
+        if self.read_only:
+            if not os.path.isdir(self.directory):
+                raise FileNotFoundError(f"No checkpoint directory {self.directory} to read.")
+            options = ocp.CheckpointManagerOptions(read_only=True)
+        else:
+            policy = _preservation(keep_last, keep_best, self.best_metric, best_mode)
+            kwargs = dict(preservation_policy=policy) if policy is not None else dict(max_to_keep=keep_last)
+            if policy is not None:  # orbax writes a step's metrics only with best_fn set: keep-best survives restarts
+                kwargs.update(best_fn=_rank_fn(self.best_metric, best_mode), best_mode=best_mode)
+            options = ocp.CheckpointManagerOptions(enable_async_checkpointing=async_save,
+                                                   cleanup_tmp_directories=True, create=True, **kwargs)
         self.manager = ocp.CheckpointManager(self.directory, options=options)
 
     def latest_step(self) -> Optional[int]:
@@ -119,9 +154,37 @@ class Checkpointer:
     def all_steps(self) -> list[int]:
         return list(self.manager.all_steps())
 
+    def stored_metrics(self, metric: Optional[str] = None) -> dict[int, float]:
+        """{kept step: value} of `metric` (default `best_metric`) as Orbax stored it with each step (non-finite
+        values included); steps saved without it are absent."""
+        metric = metric or self.best_metric
+        if metric is None:
+            return {}
+        out = {}
+        for step in sorted(self.manager.all_steps()):
+            stored = self.manager.metrics(step)
+            if stored and metric in stored:
+                out[int(step)] = float(stored[metric])
+        return out
+
+    def best_step(self, metric: Optional[str] = None, mode: Optional[str] = None) -> Optional[int]:
+        """The kept step with the best finite stored `metric` (default `best_metric`, `best_mode`); ties go to the
+        earlier step; None when no kept step has a finite value. (Orbax's own manager.best_step() breaks ties
+        toward the later step, leaves NaN's rank undefined and returns the latest step when no best_fn is set.)"""
+        mode = mode or self.best_mode
+        if mode not in ("min", "max"):
+            raise ValueError(f"mode must be 'min' or 'max', got {mode!r}.")
+        values = {s: v for s, v in self.stored_metrics(metric).items() if math.isfinite(v)}
+        if not values:
+            return None
+        sign = 1.0 if mode == "min" else -1.0
+        return min(values, key=lambda s: (sign * values[s], s))
+
     def save(self, step: int, state: TrainState, data_iterator: Any = None, metrics: Optional[dict] = None,
              force: bool = False) -> bool:
         """Start saving `state` (and the iterator's current state) as `step`; returns False if already saved."""
+        if self.read_only:
+            raise RuntimeError(f"This Checkpointer of {self.directory} is read-only; it cannot save step {step}.")
         if step in self.manager.all_steps():
             return False
         items = dict(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(self.meta))
@@ -172,3 +235,9 @@ class Checkpointer:
     def close(self) -> None:
         self.manager.wait_until_finished()
         self.manager.close()
+
+    def __enter__(self) -> "Checkpointer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

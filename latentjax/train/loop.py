@@ -29,7 +29,7 @@ from latentjax.parallel import rules as rules_lib
 from latentjax.train import config_tools
 from latentjax.train import metrics as metrics_lib
 from latentjax.train import state as state_lib
-from latentjax.train.checkpoint import Checkpointer, trainable_signature
+from latentjax.train.checkpoint import Checkpointer, experiment_meta
 from latentjax.train.experiment import Experiment
 from latentjax.train.optimizer import make_optimizer
 from latentjax.train.step import make_train_step
@@ -128,8 +128,7 @@ def train(config: ConfigDict, experiment: Experiment, mesh: Mesh, workdir: str) 
     optimizer, schedule = make_optimizer(config.optimizer, total, experiment.decay_mask)
     shardings = state_lib.state_shardings(experiment.init_trainable, optimizer, mesh, rules)
     abstract = state_lib.abstract_state(experiment.init_trainable, optimizer, shardings)
-    meta = dict(fingerprint=experiment.fingerprint, trainable=trainable_signature(abstract.params),
-                config=config_tools.to_jsonable(config))
+    meta = experiment_meta(experiment.fingerprint, abstract.params, config_tools.to_jsonable(config))
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), meta, keep_last=int(ccfg.keep_last),
                         keep_best=int(ccfg.keep_best), best_metric=ccfg.best_metric or None,
                         best_mode=ccfg.best_mode, async_save=bool(ccfg.async_save))
