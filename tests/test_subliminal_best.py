@@ -54,7 +54,7 @@ def test_best_step_is_the_lowest_stored_eval_loss_not_the_last(ckdir):
 
 
 def test_best_survives_a_restart_and_a_read_only_reopen(ckdir):
-    with _checkpointer(ckdir) as ck:  # a resumed run (writing manager, same options)
+    with _checkpointer(ckdir, async_save=True) as ck:  # a resumed run (writing manager, same options)
         ck.save(8, _state(8), metrics={"eval/loss": 2.5})
         assert ck.best_step() == 4
     assert sorted(int(d) for d in os.listdir(ckdir) if d.isdigit()) == [4, 8]  # the best was kept across restarts

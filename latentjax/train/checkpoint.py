@@ -156,10 +156,11 @@ class Checkpointer:
 
     def stored_metrics(self, metric: Optional[str] = None) -> dict[int, float]:
         """{kept step: value} of `metric` (default `best_metric`) as Orbax stored it with each step (non-finite
-        values included); steps saved without it are absent."""
+        values included); steps saved without it are absent. Waits for a save in flight first."""
         metric = metric or self.best_metric
         if metric is None:
             return {}
+        self.manager.wait_until_finished()
         out = {}
         for step in sorted(self.manager.all_steps()):
             stored = self.manager.metrics(step)
