@@ -22,11 +22,13 @@ ConfigDict = ml_collections.ConfigDict
 
 
 def model_section(path: str = "", dtype: str = "bfloat16", remat_policy: str = "minimal",
-                  attention_impl: str = "xla") -> ConfigDict:
+                  attention_impl: str = "xla", loss_chunk: int = 0) -> ConfigDict:
     """The frozen base: an HF Llama/Mistral folder (with its tokenizer); params stored in `param_dtype`
-    ("" = dtype), computed in `dtype`."""
+    ("" = dtype), computed in `dtype`. loss_chunk > 0: the train and eval loss are computed that many sequence
+    positions at a time from the final hidden states (`latentjax.train.chunked_loss`), never materialising the
+    float32 logits [batch, length, vocab]; 0 = the full logits."""
     return ConfigDict(dict(path=path, dtype=dtype, param_dtype="", remat_policy=remat_policy,
-                           attention_impl=attention_impl))
+                           attention_impl=attention_impl, loss_chunk=int(loss_chunk)))
 
 
 def lora_section(rank: int = 8, alpha: float = 16.0, dropout: float = 0.0, targets: str = "all",
@@ -98,6 +100,7 @@ def build(config: Any, mesh: Mesh) -> Experiment:
     model = from_pretrained(mc.path, dtype=mc.dtype, param_dtype=mc.get("param_dtype") or mc.dtype, mesh=mesh,
                             rules=rules, remat_policy=mc.remat_policy, attention_impl=mc.attention_impl)
     lora_cfg = lora_config_from(config)
+    loss_chunk = int(mc.get("loss_chunk", 0) or 0)
     tok = model.tokenizer
 
     train_rows, eval_rows = _rows(dc, "train"), _rows(dc, "eval")
@@ -119,11 +122,12 @@ def build(config: Any, mesh: Mesh) -> Experiment:
     eval_fn = None
     if held:
         eval_fn = sft.make_eval_fn(model.config, lora_cfg, model.params,
-                                   sft.eval_batches(held, int(dc.eval_batch_size), buckets, pad_id), mesh, rules)
+                                   sft.eval_batches(held, int(dc.eval_batch_size), buckets, pad_id), mesh, rules,
+                                   loss_chunk=loss_chunk)
     return Experiment(
         init_trainable=lambda rng: init_lora(model.config, lora_cfg, rng),
         frozen=model.params,
-        loss_fn=sft.make_loss_fn(model.config, lora_cfg, rules),
+        loss_fn=sft.make_loss_fn(model.config, lora_cfg, rules, loss_chunk=loss_chunk),
         train_data=train_data,
         batch_axes=dict(sft.BATCH_AXES),
         eval_fn=eval_fn,

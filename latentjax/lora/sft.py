@@ -19,6 +19,7 @@ from latentjax.lora.adapter import lora_apply
 from latentjax.lora.config import LoraConfig
 from latentjax.models.config import DecoderConfig
 from latentjax.parallel import rules as rules_lib
+from latentjax.train.chunked_loss import decoder_token_losses
 
 BATCH_AXES = {"input_ids": ("batch", "length"), "attention_mask": ("batch", "length"),
               "loss_mask": ("batch", "length")}
@@ -183,15 +184,29 @@ def token_losses(logits: jax.Array, input_ids: jax.Array, loss_mask: jax.Array,
     return jnp.sum(ce * weight), jnp.sum(weight), jnp.sum(correct * weight)
 
 
-def make_loss_fn(model_config: DecoderConfig, lora_cfg: LoraConfig, rules=rules_lib.DEFAULT_RULES):
-    """LossFn for the training loop: trainable = LoRA params, frozen = base params; mean loss per target token."""
+def lora_token_losses(model_config: DecoderConfig, lora_cfg: LoraConfig, frozen: Any, trainable: Any, batch: dict,
+                      *, loss_chunk: int = 0, rng: Optional[jax.Array] = None,
+                      deterministic: bool = True) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """`token_losses` of the adapted model on `batch`. loss_chunk > 0: from the final hidden states, that many
+    sequence positions at a time (`latentjax.train.chunked_loss`), never holding the full [B, T, V] logits.
+    Call inside `rules_lib.axis_rules(...)`."""
+    ids, attn, loss_mask = batch["input_ids"], batch["attention_mask"], batch["loss_mask"]
+    out = lora_apply(model_config, frozen, trainable, lora_cfg, ids, attn, rng=rng, deterministic=deterministic,
+                     return_logits=not loss_chunk)
+    if not loss_chunk:
+        return token_losses(out.logits, ids, loss_mask, attn)
+    return decoder_token_losses(model_config, frozen, out.hidden, ids, loss_mask, attn, chunk=int(loss_chunk))
+
+
+def make_loss_fn(model_config: DecoderConfig, lora_cfg: LoraConfig, rules=rules_lib.DEFAULT_RULES,
+                 loss_chunk: int = 0):
+    """LossFn for the training loop: trainable = LoRA params, frozen = base params; mean loss per target token.
+    loss_chunk > 0 computes the loss that many sequence positions at a time (see `lora_token_losses`)."""
 
     def loss_fn(trainable, frozen, batch, rng):
         with rules_lib.axis_rules(rules):
-            out = lora_apply(model_config, frozen, trainable, lora_cfg, batch["input_ids"],
-                             batch["attention_mask"], rng=rng, deterministic=rng is None)
-        total, count, correct = token_losses(out.logits, batch["input_ids"], batch["loss_mask"],
-                                             batch["attention_mask"])
+            total, count, correct = lora_token_losses(model_config, lora_cfg, frozen, trainable, batch,
+                                                      loss_chunk=loss_chunk, rng=rng, deterministic=rng is None)
         denom = jnp.maximum(count, 1.0)
         loss = total / denom
         return loss, {"loss": loss, "target_tokens": count, "token_accuracy": correct / denom}
@@ -200,16 +215,15 @@ def make_loss_fn(model_config: DecoderConfig, lora_cfg: LoraConfig, rules=rules_
 
 
 def make_eval_fn(model_config: DecoderConfig, lora_cfg: LoraConfig, frozen: Any, batches: Sequence[dict],
-                 mesh: jax.sharding.Mesh, rules=rules_lib.DEFAULT_RULES, prefix: str = ""):
+                 mesh: jax.sharding.Mesh, rules=rules_lib.DEFAULT_RULES, prefix: str = "", loss_chunk: int = 0):
     """(trainable, step) -> {loss, tokens, token_accuracy, perplexity} (the loop logs them as eval/...):
     token-weighted over all `batches` (global batches, all rows real or empty; with several processes each
-    passes the same list and contributes its rows)."""
+    passes the same list and contributes its rows). loss_chunk as in `make_loss_fn`."""
 
     @jax.jit
     def sums(trainable, batch):
         with rules_lib.axis_rules(rules):
-            out = lora_apply(model_config, frozen, trainable, lora_cfg, batch["input_ids"], batch["attention_mask"])
-        return token_losses(out.logits, batch["input_ids"], batch["loss_mask"], batch["attention_mask"])
+            return lora_token_losses(model_config, lora_cfg, frozen, trainable, batch, loss_chunk=loss_chunk)
 
     def place(batch):
         n, pc, pi = batch["input_ids"].shape[0], jax.process_count(), jax.process_index()
