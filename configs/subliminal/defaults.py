@@ -72,7 +72,10 @@ def subliminal_config(path: str, protocol: str = "paper") -> ConfigDict:
         design=protocol, num_prompts=30000, target=10000, prompt_seed=42, sample_seed=0, batch_size=64,
         max_new_tokens=100, temperature=1.0, top_p=0.95 if seed_like else 1.0, chat=not seed_like,
         filter=protocol, strip_outer_whitespace=True, banned=(), select="first" if seed_like else "random",
-        select_seed=1))
+        select_seed=1,
+        # Rows whose text can no longer pass the filter stop at these token counts (generate_phase docstring):
+        # the valid samples' distribution is unchanged, and prose answers stop costing max_new_tokens steps.
+        screen=(8, 24), screen_rows=0))
     evaluate = ConfigDict(dict(
         models=("base", "teacher", "student"), benchmarks=("math", "gsm8k", "mmlu_math"), math_dataset="math",
         num_examples=0, subset_seed=0, batch_size=16, chat=not seed_like,

@@ -6,6 +6,14 @@ samples with the key fold_in(key(seed), b), so a rerun after an interruption kee
 written (a torn last line or partial batch is cut off) and continues with the same randomness: no prompt is sampled
 twice. `select_sequences` then picks the kept rows (the first `target` valid ones, the seed's rule, or a seeded
 random `target` of all valid ones, the paper's).
+
+Screening (`screen`, e.g. (8, 24)): a small model answers most number prompts with prose, and a batch's decode loop
+runs as long as its longest row. So a batch first samples only `screen[0]` tokens; rows whose text can no longer
+pass the filter (`could_be_number_list`) stop there (written with the reason of the screened prefix and
+`screened: true`), the others continue, re-prefilled with prompt + tokens so far, in smaller fixed-size batches, to
+the next boundary and finally to `max_new_tokens`. Every row is still sampled from the same model at the same
+temperature and top-p, and no row that could pass is stopped, so the valid samples have the distribution of
+unscreened sampling; only the random stream differs after the first boundary.
 """
 from __future__ import annotations
 
@@ -22,7 +30,7 @@ import numpy as np
 from latentjax.inference.generate import generate
 from latentjax.inference.sampling import SamplingConfig
 from latentjax.parallel import distributed
-from latentjax.subliminal.numbers import FilterResult, canonical
+from latentjax.subliminal.numbers import FilterResult, canonical, could_be_number_list
 
 END_OF_TURN_TOKENS = ("<|eot_id|>", "<|im_end|>", "<|end_of_text|>", "</s>", "<end_of_turn>", "<|endoftext|>")
 
@@ -90,6 +98,50 @@ def generate_rows(sampler: Sampler, ids: np.ndarray, mask: np.ndarray, **kwargs)
     return np.asarray(host["tokens"]), np.asarray(host["lengths"])
 
 
+def sample_screened(sampler: Sampler, ids: np.ndarray, mask: np.ndarray, *, max_new_tokens: int,
+                    screen: Sequence[int], alive: Callable[[str], bool], stage_rows: int, rng: jax.Array,
+                    stop_token_ids: Sequence[int], pad_token_id: int, sampling: SamplingConfig,
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(tokens [B, max_new_tokens], lengths [B], screened [B]) for a left-padded batch, sampled in stages that end at
+    the `screen` boundaries (module docstring). Stage 0 samples every row with `rng` (without boundaries this is
+    exactly `generate_rows`); later stages sample the surviving rows `stage_rows` at a time with
+    fold_in(fold_in(rng, stage), chunk), so every process makes the same choices."""
+    rows_total = ids.shape[0]
+    stops = np.asarray(sorted(set(int(t) for t in stop_token_ids)) or [-1])
+    tokens = np.full((rows_total, max_new_tokens), pad_token_id, np.int32)
+    lengths = np.zeros((rows_total,), np.int32)
+    screened = np.zeros((rows_total,), bool)
+    bounds = sorted({int(b) for b in screen if 0 < int(b) < max_new_tokens}) + [int(max_new_tokens)]
+    active, start = np.arange(rows_total), 0
+    for stage, end in enumerate(bounds):
+        chunk = rows_total if stage == 0 else int(stage_rows)
+        for c in range(0, len(active), chunk):
+            rows = active[c:c + chunk]
+            take = np.concatenate([rows, np.repeat(rows[-1:], chunk - len(rows))])  # fixed shape: one compile
+            stage_ids = np.concatenate([ids[take], tokens[take, :start]], axis=1)
+            stage_mask = np.concatenate([mask[take], np.ones((chunk, start), bool)], axis=1)
+            key = rng if stage == 0 else jax.random.fold_in(jax.random.fold_in(rng, stage), c // chunk)
+            new, n = generate_rows(sampler, stage_ids, stage_mask, max_new_tokens=end - start, sampling=sampling,
+                                   stop_token_ids=tuple(int(t) for t in stops), pad_token_id=pad_token_id, rng=key)
+            tokens[rows, start:end] = new[:len(rows)]
+            lengths[rows] = start + n[:len(rows)]
+        if end == max_new_tokens:
+            break
+        ended = (lengths[active] < end) | np.isin(tokens[active, end - 1], stops)
+        survivors = []
+        for r, stopped in zip(active, ended):
+            if stopped:
+                continue
+            if alive(sampler.tokenizer.decode(tokens[r, :end], skip_special_tokens=True)):
+                survivors.append(r)
+            else:
+                screened[r] = True
+        active, start = np.asarray(survivors, np.int64), end
+        if not len(active):
+            break
+    return tokens, lengths, screened
+
+
 def read_complete_batches(path: str, batch_size: int, num_prompts: int) -> list[dict]:
     """Rows of `path` belonging to complete batches (a torn line or partial batch dropped); process 0 rewrites the
     file to exactly those rows when something was dropped (all processes return the same rows)."""
@@ -130,10 +182,14 @@ def _read_complete_batches(path: str, batch_size: int, num_prompts: int, rewrite
 def generate_samples(sampler: Sampler, prompts: Sequence[dict], path: str, *,
                      filter_fn: Callable[[str], FilterResult], target: int, batch_size: int = 64,
                      max_new_tokens: int = 100, temperature: float = 1.0, top_p: float = 1.0, seed: int = 0,
-                     chat: bool = True, stop_at_target: bool = True, progress: bool = True) -> dict:
+                     chat: bool = True, stop_at_target: bool = True, progress: bool = True,
+                     screen: Sequence[int] = (), alive_fn: Callable[[str], bool] = could_be_number_list,
+                     screen_rows: int = 0) -> dict:
     """Sample completions for `prompts` (rows with `index` = position and `prompt`) into `path` (samples.jsonl)
-    until `target` valid ones exist (stop_at_target) or the prompts run out. Returns counts: sampled, valid,
-    reasons {reason: count}, tokens, seconds, tokens_per_s (this call's sampling only)."""
+    until `target` valid ones exist (stop_at_target) or the prompts run out. `screen` boundaries stop rows early
+    whose text `alive_fn` rules out (module docstring); survivors continue `screen_rows` at a time (0: a quarter of
+    the batch, rounded up to a multiple of the device count). Returns counts: sampled, valid, reasons
+    {reason: count}, screened, tokens, seconds, tokens_per_s and prompts_per_s (this call's sampling only)."""
     from tqdm import tqdm
 
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -146,7 +202,9 @@ def generate_samples(sampler: Sampler, prompts: Sequence[dict], path: str, *,
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else stops[0]
     sampling = SamplingConfig(temperature=float(temperature), top_p=float(top_p))
     key = jax.random.key(int(seed))
-    tokens_total, seconds = 0, 0.0
+    tokens_total, seconds, prompts_done = 0, 0.0, 0
+    multiple = max(jax.device_count(), 1)
+    stage_rows = int(screen_rows) or -(-max(batch_size // 4, 1) // multiple) * multiple
     warm = {"tokens": 0, "seconds": 0.0}  # batches after the first of this call (no compilation inside)
     bar = tqdm(total=target, initial=min(valid, target), disable=not (progress and writer), desc="generate",
                dynamic_ncols=True)
@@ -159,25 +217,32 @@ def generate_samples(sampler: Sampler, prompts: Sequence[dict], path: str, *,
                 ids, mask = encode_left_padded(tok, render_prompts(tok, [r["prompt"] for r in batch], chat),
                                                batch_size, chat)
                 t0 = time.perf_counter()
-                tokens, lengths = generate_rows(
-                    sampler, ids, mask, max_new_tokens=int(max_new_tokens), sampling=sampling, stop_token_ids=stops,
-                    pad_token_id=int(pad_id), rng=jax.random.fold_in(key, start // batch_size))
+                tokens, lengths, screened = sample_screened(
+                    sampler, ids, mask, max_new_tokens=int(max_new_tokens), screen=tuple(screen), alive=alive_fn,
+                    stage_rows=stage_rows, rng=jax.random.fold_in(key, start // batch_size), stop_token_ids=stops,
+                    pad_token_id=int(pad_id), sampling=sampling)
                 dt = time.perf_counter() - t0
+                prompts_done += len(batch)
                 if seconds:
                     warm["tokens"] += int(lengths[:len(batch)].sum())
                     warm["seconds"] += dt
                 seconds += dt
-                for row, t, n in zip(batch, tokens, lengths):
+                for row, t, n, cut in zip(batch, tokens, lengths, screened):
                     n = int(n)
                     text = tok.decode(t[:n], skip_special_tokens=True)
                     verdict = filter_fn(text)
+                    if cut and verdict.valid:  # cannot happen while alive_fn is looser than the filter
+                        raise RuntimeError(f"Screening stopped a row whose prefix passes the filter: {text!r}; "
+                                           "alive_fn must accept every prefix of a valid completion.")
                     tokens_total += n
                     valid += int(verdict.valid)
                     if not verdict.valid:
                         reasons[verdict.reason] += 1
-                    out.write(json.dumps({**row, "completion": text, "valid": verdict.valid, "reason": verdict.reason,
-                                          "numbers": list(verdict.numbers) if verdict.numbers else None,
-                                          "tokens": n}) + "\n")
+                    record = {**row, "completion": text, "valid": verdict.valid, "reason": verdict.reason,
+                              "numbers": list(verdict.numbers) if verdict.numbers else None, "tokens": n}
+                    if cut:
+                        record["screened"] = True
+                    out.write(json.dumps(record) + "\n")
                 out.flush()
                 sampled = start + len(batch)
                 bar.n = min(valid, target)
@@ -189,9 +254,11 @@ def generate_samples(sampler: Sampler, prompts: Sequence[dict], path: str, *,
     rows = read_complete_batches(path, batch_size, len(prompts))
     return {"sampled": len(rows), "valid": sum(1 for r in rows if r["valid"]),
             "reasons": dict(collections.Counter(r["reason"] for r in rows if not r["valid"])),
+            "screened": sum(1 for r in rows if r.get("screened")), "screen": list(screen),
             "pass_rate": sum(1 for r in rows if r["valid"]) / max(len(rows), 1),
             "tokens_this_call": tokens_total, "seconds_this_call": seconds,
             "tokens_per_s": tokens_total / seconds if seconds else None,
+            "prompts_per_s": prompts_done / seconds if seconds else None,
             "tokens_per_s_after_first_batch": warm["tokens"] / warm["seconds"] if warm["seconds"] else None,
             "batch_size": batch_size, "max_new_tokens": int(max_new_tokens),
             "rendered_prompt_example": render_prompts(tok, [prompts[0]["prompt"]], chat)[0] if prompts else None}

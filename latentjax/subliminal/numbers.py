@@ -203,6 +203,17 @@ def filter_seed(text: str, max_count: int = 13, max_chars: int = 3) -> FilterRes
     return FilterResult(True, None, tuple(int(p) for p in parts))
 
 
+_NUMBER_LIST_PUNCTUATION = frozenset(",;.[]()")
+
+
+def could_be_number_list(text: str) -> bool:
+    """False when `text` can no longer be the start of a completion that either filter accepts: both accept only
+    digits (any script: the seed rule uses Python's \\d), whitespace and the punctuation , ; . [ ] ( ). Deliberately
+    loose (it never rules out a completion that could pass), so screening prefixes with it leaves the valid
+    samples' distribution unchanged. U+FFFD counts as possible: a prefix can end inside a multi-byte character."""
+    return all(c.isspace() or c.isdigit() or c in _NUMBER_LIST_PUNCTUATION or c == "\ufffd" for c in text)
+
+
 def make_filter(name: str = "paper", **kwargs):
     """text -> FilterResult for `name` = "paper" | "seed" (kwargs go to the filter)."""
     if name == "paper":

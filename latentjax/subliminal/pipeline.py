@@ -393,7 +393,8 @@ def phase_generate(run: Run) -> str:
                 gp.Sampler.of(model), prompts, os.path.join(d, "samples.jsonl"), filter_fn=filt,
                 target=int(gc.target), batch_size=int(gc.batch_size), max_new_tokens=int(gc.max_new_tokens),
                 temperature=float(gc.temperature), top_p=float(gc.top_p), seed=int(gc.sample_seed),
-                chat=bool(gc.chat), stop_at_target=gc.select == "first", progress=True)
+                chat=bool(gc.chat), stop_at_target=gc.select == "first", progress=True,
+                screen=tuple(int(b) for b in gc.get("screen", ())), screen_rows=int(gc.get("screen_rows", 0)))
             del model
             samples = reports.read_jsonl(os.path.join(d, "samples.jsonl"))
             kept = gp.select_sequences(samples, int(gc.target), gc.select, int(gc.select_seed))
