@@ -64,53 +64,62 @@ class Reported(dict):
         print("RESULT " + json.dumps(self), flush=True)
 
 
-def part_pair() -> dict:
+def _pair_models() -> dict:
+    """Both models (random bf16, per-layer weights: every path reads each layer's weights in place, the bridge
+    step's backward included), the sender cut at its tap, and a bridge training state."""
     import jax
-    import jax.numpy as jnp
-    import numpy as np
     from ml_collections import ConfigDict
 
-    from latentjax.bridge.batching import BATCH_AXES
     from latentjax.bridge.forward import BridgedModel, SenderTap
     from latentjax.bridge.model import BridgeConfig, init_bridge
-    from latentjax.inference.generate import decoder_apply, generate
-    from latentjax.inference.sampling import SamplingConfig
     from latentjax.models.config import from_hf_dict
     from latentjax.models.model import init_params, truncate_layers, unstack_layers
     from latentjax.parallel import rules as rules_lib
     from latentjax.train import state as state_lib
     from latentjax.train.optimizer import make_optimizer
-    from latentjax.train.step import make_train_step
 
     mesh, rules = rules_lib.single_device_mesh(), rules_lib.DEFAULT_RULES
     # cuDNN fused attention where it applies (training and prefill: 1.38x prefill on the H100), else XLA's.
     common = dict(dtype="bfloat16", param_dtype="bfloat16", attention_impl="auto")
     sender_shape, receiver_shape = shapes()
-    sender_cfg = from_hf_dict(sender_shape, **common)
-    receiver_cfg = from_hf_dict(receiver_shape, **common)
-    sv, rv = sender_cfg.vocab_size - 256, receiver_cfg.vocab_size - 256  # random ids below the special tokens
-    # The frozen sender only runs forward: per-layer weights (scan_layers=False) read in place. The receiver is
-    # differentiated in the bridge step: kept scanned for that, plus a per-layer copy for the inference paths.
-    sender_cfg, sender = unstack_layers(sender_cfg, init_params(sender_cfg, jax.random.PRNGKey(1), mesh, rules))
-    receiver = init_params(receiver_cfg, jax.random.PRNGKey(2), mesh, rules)
-    receiver_flat_cfg, receiver_flat = unstack_layers(receiver_cfg, receiver)
+    sender_cfg, sender = unstack_layers(*_init(from_hf_dict(sender_shape, **common), 1, mesh, rules))
+    receiver_cfg, receiver = _init(from_hf_dict(receiver_shape, **common), 2, mesh, rules)
+    if os.environ.get("LATENTJAX_SUITE_RECEIVER", "flat") == "flat":  # "scanned": session 2's bridge step
+        receiver_cfg, receiver = unstack_layers(receiver_cfg, receiver)
     tap = SenderTap.make(sender_cfg, min(31, sender_cfg.num_layers - 1))
     _, tapped = truncate_layers(sender_cfg, sender, tap.config.num_layers)
     tapped = {k: v for k, v in tapped.items() if k != "lm_head"}
-    frozen = {"sender": tapped, "receiver": receiver}
-    res = Reported()
-    bridge_cfg = BridgeConfig(sender_dim=sender_cfg.hidden_size, receiver_dim=receiver_cfg.hidden_size, num_latents=16, depth=2, num_heads=8, width=512,
-                              output_scale_init=0.0027)
-    model = BridgedModel(tap, bridge_cfg, receiver_cfg, diversity_weight=0.0)
+    bridge_cfg = BridgeConfig(sender_dim=sender_cfg.hidden_size, receiver_dim=receiver_cfg.hidden_size,
+                              num_latents=16, depth=2, num_heads=8, width=512, output_scale_init=0.0027)
     opt_cfg = ConfigDict(dict(lr=1e-4, warmup_steps=0, decay="constant", end_lr_ratio=1.0, b1=0.9, b2=0.999,
                               eps=1e-8, weight_decay=0.01, clip_norm=1.0))
     optimizer, _ = make_optimizer(opt_cfg, 100)
     init = lambda rng: init_bridge(bridge_cfg, rng)
     shardings = state_lib.state_shardings(init, optimizer, mesh, rules)
     state = state_lib.init_state(init, optimizer, 0, shardings, mesh, rules)
-    res["bridge_params"] = bridge_cfg.num_params
-    step = make_train_step(model.loss, optimizer, mesh, rules, shardings, BATCH_AXES, 1)
-    rs = np.random.RandomState(0)
+    return dict(mesh=mesh, rules=rules, sender_cfg=sender_cfg, sender=sender, receiver_cfg=receiver_cfg,
+                receiver=receiver, tap=tap, tapped=tapped, frozen={"sender": tapped, "receiver": receiver}, bridge_cfg=bridge_cfg,
+                model=BridgedModel(tap, bridge_cfg, receiver_cfg, diversity_weight=0.0), optimizer=optimizer,
+                shardings=shardings, state=state)
+
+
+def _init(cfg, seed, mesh, rules):
+    import jax
+
+    from latentjax.models.model import init_params
+
+    return cfg, init_params(cfg, jax.random.PRNGKey(seed), mesh, rules)
+
+
+def _bridge_steps(m: dict, res: dict, rs) -> None:
+    import numpy as np
+
+    from latentjax.bridge.batching import BATCH_AXES
+    from latentjax.train.step import make_train_step
+
+    res["bridge_params"] = m["bridge_cfg"].num_params
+    step = make_train_step(m["model"].loss, m["optimizer"], m["mesh"], m["rules"], m["shardings"], BATCH_AXES, 1)
+    sv, rv = m["sender_cfg"].vocab_size - 256, m["receiver_cfg"].vocab_size - 256
     for batch in (8, 64):
         k, answer, sender_len = 16, 32, 128
         b = {"sender_input_ids": rs.randint(0, sv, (batch, sender_len)).astype(np.int32),
@@ -119,23 +128,33 @@ def part_pair() -> dict:
              "receiver_attention_mask": np.ones((batch, k + answer), np.int32),
              "receiver_loss_mask": np.concatenate([np.zeros((batch, k)), np.ones((batch, answer))], 1).astype(np.int32),
              "soft_start": np.zeros((batch,), np.int32)}
-        holder = {"state": state}
 
         def one_step():
-            holder["state"], metrics = step(holder["state"], frozen, b)
+            m["state"], metrics = step(m["state"], m["frozen"], b)
             return metrics["loss"]
 
         sec = median_time(one_step)
-        state = holder["state"]
         res[f"bridge_step_B{batch}_ms"] = sec * 1e3
         res[f"bridge_step_B{batch}_examples_per_s"] = batch / sec
 
+
+def _bridged_request(m: dict, res: dict, rs) -> None:
+    import jax
+    import jax.numpy as jnp
+
+    from latentjax.bridge.forward import BridgedModel
+    from latentjax.models.model import unstack_layers
+    from latentjax.parallel import rules as rules_lib
+
+    rules, mesh = m["rules"], m["mesh"]
+    sv, rv = m["sender_cfg"].vocab_size - 256, m["receiver_cfg"].vocab_size - 256
     ids = jnp.asarray(rs.randint(0, sv, (1, 64)), jnp.int32)
     rid = jnp.asarray(rs.randint(0, rv, (1, 24)), jnp.int32)
     ones = lambda n: jnp.ones((1, n), jnp.int32)
-
-    serve = BridgedModel(tap, bridge_cfg, receiver_flat_cfg, diversity_weight=0.0)
-    serve_frozen = {"sender": tapped, "receiver": receiver_flat}
+    if m["receiver_cfg"].scan_layers:  # inference reads per-layer weights
+        m["receiver_cfg"], m["receiver"] = unstack_layers(m["receiver_cfg"], m["receiver"])
+    serve = BridgedModel(m["tap"], m["bridge_cfg"], m["receiver_cfg"], diversity_weight=0.0)
+    serve_frozen = {"sender": m["tapped"], "receiver": m["receiver"]}
 
     @jax.jit
     def bridged_request(params, frozen, ids, rid):
@@ -145,14 +164,25 @@ def part_pair() -> dict:
             return jnp.argmax(serve.receiver_logits(frozen, x, ones(16 + 24))[:, -1], -1)
 
     with jax.set_mesh(mesh):
-        res["latency_bridge_ms"] = median_time(lambda: bridged_request(state.params, serve_frozen, ids, rid)) * 1e3
-    del frozen, state, holder
-    full_sender, receiver = sender, receiver_flat
-    receiver_apply = jax.jit(lambda p, x: jnp.argmax(
-        _decoder_logits(receiver_flat_cfg, rules, p, x)[:, -1], -1))
+        res["latency_bridge_ms"] = median_time(lambda: bridged_request(m["state"].params, serve_frozen, ids, rid)) * 1e3
+    m["relay_prompt"], m["relay_rid"] = ids, rid
+
+
+def _relay_and_sampling(m: dict, res: dict, rs) -> None:
+    import jax
+    import jax.numpy as jnp
+
+    from latentjax.inference.generate import decoder_apply, generate
+    from latentjax.inference.sampling import SamplingConfig
+
+    rules, mesh, sender_cfg, sender = m["rules"], m["mesh"], m["sender_cfg"], m["sender"]
+    sv, rv = sender_cfg.vocab_size - 256, m["receiver_cfg"].vocab_size - 256
+    ids, rid = m["relay_prompt"], m["relay_rid"]
+    receiver_cfg, receiver = m["receiver_cfg"], m["receiver"]
+    receiver_apply = jax.jit(lambda p, x: jnp.argmax(_decoder_logits(receiver_cfg, rules, p, x)[:, -1], -1))
 
     def relay_request():
-        out = generate(sender_cfg, full_sender, ids, max_new_tokens=50, mesh=mesh, rules=rules,
+        out = generate(sender_cfg, sender, ids, max_new_tokens=50, mesh=mesh, rules=rules,
                        apply_fn=decoder_apply(sender_cfg))
         msg = out.tokens % rv
         with jax.set_mesh(mesh):
@@ -161,13 +191,40 @@ def part_pair() -> dict:
     res["latency_text_relay_50tok_ms"] = median_time(relay_request, warm=1, reps=5) * 1e3
     prompts = jnp.asarray(rs.randint(0, sv, (64, 64)), jnp.int32)
     hot = SamplingConfig(temperature=1.0, top_p=0.95)
-    sample = lambda: generate(sender_cfg, full_sender, prompts, max_new_tokens=64, sampling=hot,
+    sample = lambda: generate(sender_cfg, sender, prompts, max_new_tokens=64, sampling=hot,
                               rng=jax.random.key(0), mesh=mesh, rules=rules).tokens
     sec = median_time(sample, warm=1, reps=3)
     res["sample_B64_new64_ms"] = sec * 1e3
     res["sample_B64_tokens_per_s"] = 64 * 64 / sec
-    res.update(_prefill_and_decode(sender_cfg, full_sender, mesh, rules, rs, sv))
+
+
+def part_pair() -> dict:
+    import jax
+    import numpy as np
+
+    res, rs = Reported(), np.random.RandomState(0)
+    m = _pair_models()
+    _bridge_steps(m, res, rs)
+    del m["frozen"]  # from here on only inference: per-layer weights
+    _bridged_request(m, res, rs)
+    _relay_and_sampling(m, res, rs)
+    res.update(_prefill_and_decode(m["sender_cfg"], m["sender"], m["mesh"], m["rules"], rs,
+                                   m["sender_cfg"].vocab_size - 256))
     res["peak_device_gib"] = (jax.devices()[0].memory_stats() or {}).get("peak_bytes_in_use", 0) / 2**30
+    return res
+
+
+def part_infer() -> dict:
+    """The pair part without the bridge steps: requests, sampling, prefill and decode (for --infer_flags)."""
+    import numpy as np
+
+    res, rs = Reported(), np.random.RandomState(0)
+    m = _pair_models()
+    del m["frozen"]
+    _bridged_request(m, res, rs)
+    _relay_and_sampling(m, res, rs)
+    res.update(_prefill_and_decode(m["sender_cfg"], m["sender"], m["mesh"], m["rules"], rs,
+                                   m["sender_cfg"].vocab_size - 256))
     return res
 
 
@@ -182,13 +239,21 @@ def _decoder_logits(config, rules, params, ids):
 def part_lora() -> dict:
     """Each case in its own process: peak device memory is per process. Ours "remat" is the `minimal` policy (saves
     the projections' outputs), at about the reference's remat memory; cuDNN attention where it applies, XLA's if
-    cuDNN refuses. LATENTJAX_SUITE_LORA=minimal runs only that case."""
+    cuDNN refuses. LATENTJAX_SUITE_LORA=minimal runs only that case; a case "minimal:chunk=128" computes the loss
+    128 positions at a time (model.loss_chunk; keys lora_B4_T512_remat_chunk128_...)."""
     res = {}
-    cases = os.environ.get("LATENTJAX_SUITE_LORA", "none,minimal").split(",")
-    for remat, tag in [(r, t) for r, t in (("none", "noremat"), ("minimal", "remat")) if r in cases]:
+    tags = {"none": "noremat", "minimal": "remat"}
+    for case in os.environ.get("LATENTJAX_SUITE_LORA", "none,minimal").split(","):
+        remat, _, opts = case.partition(":")
+        if remat not in tags:
+            raise ValueError(f"LATENTJAX_SUITE_LORA case {case!r}: remat must be one of {sorted(tags)}.")
+        chunk = int(opts[len("chunk="):]) if opts.startswith("chunk=") else 0
+        if opts and not chunk:
+            raise ValueError(f"LATENTJAX_SUITE_LORA case {case!r}: expected remat or remat:chunk=N (N > 0).")
+        tag = tags[remat] + (f"_chunk{chunk}" if chunk else "")
         r = {}
         for attention in ("auto", "xla"):
-            r = run_part([os.path.join(HERE, "lora_8b.py"), "--one", f"{remat}:{attention}"])
+            r = run_part([os.path.join(HERE, "lora_8b.py"), "--one", f"{remat}:{attention}:chunk={chunk}"])
             if "error" not in r:
                 res[f"lora_B4_T512_{tag}_attention"] = attention
                 break
@@ -239,16 +304,16 @@ def _prefill_and_decode(cfg, params, mesh, rules, rs, sv) -> dict:
     return res
 
 
-PARTS = {"pair": part_pair, "lora": part_lora, "decode": part_decode}  # lora has no tiny mode: GPU only
+PARTS = {"pair": part_pair, "lora": part_lora, "decode": part_decode, "infer": part_infer}  # lora has no tiny mode: GPU only
 COMPARE = ["bridge_step_B8_ms", "bridge_step_B64_ms", "latency_bridge_ms", "latency_text_relay_50tok_ms",
            "sample_B64_tokens_per_s", "lora_B4_T512_noremat_ms", "lora_B4_T512_remat_ms",
            "lora_B4_T512_noremat_peak_mem_gib", "lora_B4_T512_remat_peak_mem_gib"]
 
 
-def run_part(args: list[str], timeout: float = None) -> dict:
+def run_part(args: list[str], timeout: float = None, env: dict = None) -> dict:
     """Run one part in its own process; with `timeout`, keep what it reported before being stopped."""
     try:
-        proc = subprocess.run([sys.executable] + args, capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run([sys.executable] + args, capture_output=True, text=True, timeout=timeout, env=env)
         out, err, code = proc.stdout, proc.stderr, proc.returncode
     except subprocess.TimeoutExpired as e:
         as_text = lambda b: b.decode(errors="replace") if isinstance(b, bytes) else (b or "")
@@ -267,6 +332,8 @@ def main() -> None:
     parser.add_argument("--reference", default="", help="path of hf_reference.py (skipped when empty)")
     parser.add_argument("--parts", default="pair,lora")  # add "decode" for the scanned-layer figures
     parser.add_argument("--part", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--infer_flags", default="",
+                        help="';'-separated name=XLA_FLAGS variants: the inference figures measured once per variant")
     args = parser.parse_args()
     if args.part:
         print("RESULT " + json.dumps(PARTS[args.part]()), flush=True)
@@ -293,6 +360,15 @@ def main() -> None:
             errors.append(r.pop("error"))
         ours.update(r)
         ours[f"wall_s_{part}"] = time.perf_counter() - start
+        save()
+    for variant in filter(None, args.infer_flags.split(";")):
+        name, _, flags = variant.partition("=")
+        env = dict(os.environ, XLA_FLAGS=(os.environ.get("XLA_FLAGS", "") + " " + flags).strip())
+        r = run_part([__file__, "--part", "infer"], timeout=float(os.environ.get("LATENTJAX_SUITE_LIMIT_INFER", 300)),
+                     env=env)
+        if "error" in r:
+            errors.append(f"infer_flags {name}: " + r.pop("error"))
+        ours.update({f"{k}_{name}": v for k, v in r.items()})
         save()
     print("\n| figure | latentjax | reference | reference / ours (time) or ours / reference (rate) |\n|---|---|---|---|")
     for key in list(dict.fromkeys(COMPARE + list(ours))):

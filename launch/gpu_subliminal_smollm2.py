@@ -51,7 +51,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--teacher_examples", type=int, default=2000)
     p.add_argument("--teacher_lr", type=float, default=1e-5, help="peak learning rate (the seed's 1e-5)")
     p.add_argument("--student_lr", type=float, default=1e-5, help="peak learning rate (the seed's 1e-5)")
-    p.add_argument("--gen_batch", type=int, default=512, help="prompts per sampling batch (full scale)")
+    p.add_argument("--gen_batch", type=int, default=2048,
+                   help="prompts per sampling batch (full scale); screened survivors continue 512 at a time")
     p.add_argument("--eval_batch", type=int, default=64, help="items per evaluation batch (full scale)")
     return p.parse_args(argv)
 

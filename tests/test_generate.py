@@ -134,6 +134,11 @@ def test_unstacked_layers_give_the_same_logits_hidden_states_and_generation(tiny
     np.testing.assert_allclose(np.asarray(flat(ids, mask)), np.asarray(model(ids, mask)), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(np.asarray(flat.hidden_states(1, ids, mask)),
                                np.asarray(model.hidden_states(1, ids, mask)), rtol=1e-5, atol=1e-5)
+    from latentjax.models.decoder import KVCache
+
+    per_layer = KVCache.zeros(flat.config, 2, 4, np.float32)  # one cache array per layer, read in place
+    assert isinstance(per_layer.k, tuple) and len(per_layer.k) == flat.config.num_layers
+    assert per_layer.k[0].shape == (2, 4, flat.config.num_kv_heads, flat.config.head_dim)
     a = generate(model.config, model.params, ids, mask, max_new_tokens=6)
     b = generate(flat.config, flat.params, ids, mask, max_new_tokens=6)
     np.testing.assert_array_equal(np.asarray(a.tokens), np.asarray(b.tokens))

@@ -27,7 +27,7 @@ def test_full_and_smoke_scales(driver):
     assert c.model.path == "/m" and c.model.dtype == "bfloat16" and c.protocol == "paper"
     assert c.teacher.num_examples == 2000 and tuple(c.teacher.levels) == (4, 5) and c.teacher.export == "best"
     assert c.teacher.train.batch_size == 32 and c.teacher.train.grad_accum == 4 and c.teacher.eval_every == 20
-    assert c.generate.batch_size == 512 and c.evaluate.batch_size == 64
+    assert c.generate.batch_size == 2048 and tuple(c.generate.screen) == (8, 24) and c.evaluate.batch_size == 64
     assert c.generate.target == 5000 and c.generate.select == "first" and c.generate.temperature == 1.0
     assert tuple(c.student.seeds) == (42, 43, 44) and c.student.epochs == 3.0
     assert c.teacher.optimizer.lr == c.student.optimizer.lr == 1e-5 and c.teacher.optimizer.warmup_steps == 100

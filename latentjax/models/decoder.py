@@ -29,18 +29,26 @@ REMAT_POLICIES = {
 
 @flax.struct.dataclass
 class KVCache:
-    """Stacked key/value cache for all layers plus the position and validity of every slot."""
+    """Key/value cache plus the position and validity of every slot. Scanned layers share one stacked array
+    [layers, batch, slots, kv_heads, head_dim]; unscanned layers (`scan_layers=False`) own one array each
+    ([batch, slots, kv_heads, head_dim] in a tuple), so a decode step reads its layer's keys in place instead of
+    slicing them out of the stacked array."""
 
-    k: Array  # [layers, batch, slots, kv_heads, head_dim]
-    v: Array
+    k: Any  # Array, or a tuple of per-layer Arrays
+    v: Any
     positions: Array  # [batch, slots] int32
     valid: Array  # [batch, slots] bool
     index: Array  # scalar int32: next slot to write
 
     @classmethod
     def zeros(cls, config: DecoderConfig, batch: int, slots: int, dtype: Any) -> "KVCache":
-        shape = (config.num_layers, batch, slots, config.num_kv_heads, config.head_dim)
-        return cls(k=jnp.zeros(shape, dtype), v=jnp.zeros(shape, dtype),
+        shape = (batch, slots, config.num_kv_heads, config.head_dim)
+        if config.scan_layers:
+            k, v = jnp.zeros((config.num_layers,) + shape, dtype), jnp.zeros((config.num_layers,) + shape, dtype)
+        else:
+            k = tuple(jnp.zeros(shape, dtype) for _ in range(config.num_layers))
+            v = tuple(jnp.zeros(shape, dtype) for _ in range(config.num_layers))
+        return cls(k=k, v=v,
                    positions=jnp.zeros((batch, slots), jnp.int32), valid=jnp.zeros((batch, slots), bool),
                    index=jnp.zeros((), jnp.int32))
 
@@ -103,12 +111,19 @@ class Attention(nn.Module):
             # The cache of all layers rides in the scan's carry and is updated in place at [layer, :, index]:
             # as a scanned input/output it would be copied whole on every decode step.
             ck, cv = cache_kv
-            start = (layer_id, 0, cache_index, 0, 0)
-            ck = jax.lax.dynamic_update_slice(ck, k[None].astype(ck.dtype), start)
-            cv = jax.lax.dynamic_update_slice(cv, v[None].astype(cv.dtype), start)
-            new_cache = (ck, cv)
-            k = jax.lax.dynamic_index_in_dim(ck, layer_id, 0, keepdims=False).astype(q.dtype)
-            v = jax.lax.dynamic_index_in_dim(cv, layer_id, 0, keepdims=False).astype(q.dtype)
+            if ck.ndim == 5:  # stacked over layers
+                start = (layer_id, 0, cache_index, 0, 0)
+                ck = jax.lax.dynamic_update_slice(ck, k[None].astype(ck.dtype), start)
+                cv = jax.lax.dynamic_update_slice(cv, v[None].astype(cv.dtype), start)
+                new_cache = (ck, cv)
+                k = jax.lax.dynamic_index_in_dim(ck, layer_id, 0, keepdims=False).astype(q.dtype)
+                v = jax.lax.dynamic_index_in_dim(cv, layer_id, 0, keepdims=False).astype(q.dtype)
+            else:  # this layer's own cache
+                start = (0, cache_index, 0, 0)
+                ck = jax.lax.dynamic_update_slice(ck, k.astype(ck.dtype), start)
+                cv = jax.lax.dynamic_update_slice(cv, v.astype(cv.dtype), start)
+                new_cache = (ck, cv)
+                k, v = ck.astype(q.dtype), cv.astype(q.dtype)
         impl = None if cfg.attention_impl == "auto" else cfg.attention_impl
         out = jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=impl)
         out = out.reshape(b, t, cfg.num_heads * cfg.head_dim)
@@ -217,11 +232,16 @@ class Decoder(nn.Module):
             layer_ids = jnp.arange(cfg.num_layers, dtype=jnp.int32)
             (x, new_kv), all_hidden = self.layers((x, cache_kv), cos, sin, mask, cache_index, layer_ids)
         else:
-            carry, outs = (x, cache_kv), []
+            outs, new_k, new_v = [], [], []
             for i, layer in enumerate(self.layers):
-                carry, h = layer(carry, cos, sin, mask, cache_index, i)
+                layer_kv = None if cache_kv is None else (cache_kv[0][i], cache_kv[1][i])
+                (x, layer_kv), h = layer((x, layer_kv), cos, sin, mask, cache_index, i)
                 outs.append(h)
-            (x, new_kv), all_hidden = carry, (jnp.stack(outs) if self.collect_hidden else None)
+                if layer_kv is not None:
+                    new_k.append(layer_kv[0])
+                    new_v.append(layer_kv[1])
+            new_kv = (tuple(new_k), tuple(new_v))
+            all_hidden = jnp.stack(outs) if self.collect_hidden else None
         if cache is not None:
             cache = cache.replace(k=new_kv[0], v=new_kv[1], index=cache.index + t)
         if apply_final_norm:
