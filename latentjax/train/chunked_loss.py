@@ -83,7 +83,7 @@ def chunked_token_losses(hidden: jax.Array, head: jax.Array, input_ids: jax.Arra
     # [B, n * C, ...] -> [n, B, C, ...]: the scan walks chunks; every chunk keeps all rows (and their sharding).
     to_chunks = lambda x: jnp.swapaxes(x.reshape((b, n, chunk) + x.shape[2:]), 0, 1)
     xs = (to_chunks(hidden), to_chunks(labels), to_chunks(weight))
-    sums = jax.checkpoint(_chunk_sums, static_argnums=(4,))
+    sums = jax.checkpoint(_chunk_sums, static_argnums=(4,), prevent_cse=False)  # in a scan CSE is harmless
 
     def body(carry, x):
         ce, correct = sums(*x, head, embed_axis)
