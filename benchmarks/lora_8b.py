@@ -3,12 +3,13 @@
     python benchmarks/lora_8b.py --out $OUT            # remat none / minimal / full, each in its own process
     python benchmarks/lora_8b.py --out $OUT --remat minimal --attention auto --loss_chunk 0,128
     python benchmarks/lora_8b.py --one minimal:auto:chunk=128   # one case in this process (RESULT json line)
+    python benchmarks/lora_8b.py --one minimal:auto:chunk=128:backward=recompute
     python benchmarks/lora_8b.py --analyze --remat minimal --loss_chunk 0,128   # compile only, no device memory
     python benchmarks/lora_8b.py --scale smoke --out /tmp/x   # tiny shape, CPU: proves the script runs
 
-A case is "remat[:attention[:chunk=N]]"; chunk=N computes the loss N sequence positions at a time from the final
-hidden states (`latentjax.train.chunked_loss`, the lora_sft config's model.loss_chunk) instead of the full float32
-logits [4, 512, 128256]. --analyze compiles each case from abstract shapes (any backend, even this CPU) and
+A case is "remat[:attention[:chunk=N[:backward=fused|recompute]]]"; chunk=N computes the loss N sequence
+positions at a time from the final hidden states (`latentjax.train.chunked_loss`, the lora_sft config's
+model.loss_chunk / model.loss_backward) instead of the full float32 logits [4, 512, 128256]. --analyze compiles each case from abstract shapes (any backend, even this CPU) and
 reports XLA's buffer assignment (temporaries + arguments + outputs - aliased), to count the memory a case needs.
 
 Batch 4 x 512 tokens, the reference script's shape. Prints step time, tokens/s, peak device memory and MFU
@@ -31,16 +32,20 @@ BATCH, SEQ, RANK = 4, 512, 128
 SMOKE = dict(batch=2, seq=48, rank=8, steps=4)  # --scale smoke: a tiny float32 shape any CPU runs in seconds
 
 
-def parse_case(case: str) -> tuple[str, str, int]:
-    """"minimal:auto:chunk=128" -> ("minimal", "auto", 128); attention defaults to "xla", chunk to 0 (off)."""
+def parse_case(case: str) -> tuple[str, str, int, str]:
+    """"minimal:auto:chunk=128" -> ("minimal", "auto", 128, "fused"); attention defaults to "xla", chunk to 0 (off),
+    backward to "fused"."""
     parts = case.split(":")
-    remat, attention, chunk = parts[0], (parts[1] if len(parts) > 1 and parts[1] else "xla"), 0
+    remat, attention = parts[0], (parts[1] if len(parts) > 1 and parts[1] else "xla")
+    opts = {"chunk": "0", "backward": "fused"}
     for opt in parts[2:]:
         key, _, value = opt.partition("=")
-        if key != "chunk" or not value.isdigit():
-            raise ValueError(f"Unknown case option {opt!r} in {case!r}; expected remat[:attention[:chunk=N]].")
-        chunk = int(value)
-    return remat, attention, chunk
+        if key not in opts or (key == "chunk" and not value.isdigit()) or \
+                (key == "backward" and value not in ("fused", "recompute")):
+            raise ValueError(f"Unknown case option {opt!r} in {case!r}; expected "
+                             "remat[:attention[:chunk=N[:backward=fused|recompute]]].")
+        opts[key] = value
+    return remat, attention, int(opts["chunk"]), opts["backward"]
 
 
 def shape_config(remat: str, attention: str = "xla", scale: str = "8b"):
@@ -67,7 +72,7 @@ def flops_per_step(cfg, batch: int = BATCH, seq: int = SEQ, rank: int = RANK) ->
     return 4 * n_matmul * tokens + 6 * lora * tokens + attention
 
 
-def _setup(remat: str, attention: str, loss_chunk: int, scale: str, abstract: bool = False):
+def _setup(remat: str, attention: str, loss_chunk: int, backward: str, scale: str, abstract: bool = False):
     """(cfg, dims, mesh, rules, base params, state, step, batch); abstract=True: shapes only, nothing allocated."""
     import jax
     import jax.numpy as jnp
@@ -97,7 +102,8 @@ def _setup(remat: str, attention: str, loss_chunk: int, scale: str, abstract: bo
     else:
         base = init_params(cfg, jax.random.key(0), mesh)
         state = init_state(init, opt, 0, shardings, mesh, rules)
-    step = make_train_step(make_loss_fn(cfg, lora_cfg, rules, loss_chunk=loss_chunk), opt, mesh, rules, shardings,
+    loss_fn = make_loss_fn(cfg, lora_cfg, rules, loss_chunk=loss_chunk, loss_backward=backward)
+    step = make_train_step(loss_fn, opt, mesh, rules, shardings,
                            dict(BATCH_AXES), compute_dtype=jnp.bfloat16 if scale != "smoke" else None,
                            frozen_shardings=param_shardings(cfg, mesh, rules) if abstract else None)
     rs = np.random.RandomState(0)
@@ -106,11 +112,12 @@ def _setup(remat: str, attention: str, loss_chunk: int, scale: str, abstract: bo
     return cfg, (batch_size, seq, rank), mesh, rules, base, state, step, batch
 
 
-def run_one(remat: str, attention: str = "xla", loss_chunk: int = 0, scale: str = "8b") -> dict:
+def run_one(remat: str, attention: str = "xla", loss_chunk: int = 0, backward: str = "fused",
+            scale: str = "8b") -> dict:
     import jax
     import numpy as np
 
-    cfg, (b, t, r), _, _, base, state, step, batch = _setup(remat, attention, loss_chunk, scale)
+    cfg, (b, t, r), _, _, base, state, step, batch = _setup(remat, attention, loss_chunk, backward, scale)
     times = []
     for i in range(SMOKE["steps"] if scale == "smoke" else 12):
         start = time.perf_counter()
@@ -119,8 +126,8 @@ def run_one(remat: str, attention: str = "xla", loss_chunk: int = 0, scale: str 
         times.append(time.perf_counter() - start)
     sec = float(np.median(times[2:]))
     stats = jax.devices()[0].memory_stats() or {}
-    return {"remat": remat, "attention": attention, "loss_chunk": loss_chunk, "scale": scale,
-            "step_ms": sec * 1e3, "tokens_per_s": b * t / sec,
+    return {"remat": remat, "attention": attention, "loss_chunk": loss_chunk, "loss_backward": backward,
+            "scale": scale, "step_ms": sec * 1e3, "tokens_per_s": b * t / sec,
             "peak_device_gib": stats.get("peak_bytes_in_use", 0) / 2**30,
             "mfu_vs_813": flops_per_step(cfg, b, t, r) / sec / (PEAK_TFLOPS * 1e12), "loss": float(metrics["loss"]),
             "reference_ms": REFERENCE.get(remat) if scale == "8b" else None, "compile_and_first_step_s": times[0]}
@@ -145,15 +152,15 @@ def largest_buffers(dump_dir: str, n: int = 12) -> list:
     return [(round(size / 2**20, 1), name, shape) for size, name, shape in top]
 
 
-def analyze_one(remat: str, attention: str = "xla", loss_chunk: int = 0, scale: str = "8b",
-                dump_dir: str = "") -> dict:
+def analyze_one(remat: str, attention: str = "xla", loss_chunk: int = 0, backward: str = "fused",
+                scale: str = "8b", dump_dir: str = "") -> dict:
     """XLA's memory plan of the compiled step, from abstract shapes (nothing allocated, any backend); with
     `dump_dir` (XLA_FLAGS=--xla_dump_to=dump_dir set before jax starts) also its largest non-argument buffers."""
     import jax
 
     from latentjax.parallel import rules as rules_lib
 
-    _, _, mesh, rules, base, state, step, batch = _setup(remat, attention, loss_chunk, scale, abstract=True)
+    _, _, mesh, rules, base, state, step, batch = _setup(remat, attention, loss_chunk, backward, scale, abstract=True)
     sh = step.batch_shardings(batch.keys())
     batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=sh[k]) for k, v in batch.items()}
     start = time.perf_counter()
@@ -162,8 +169,8 @@ def analyze_one(remat: str, attention: str = "xla", loss_chunk: int = 0, scale: 
     m = compiled.memory_analysis()
     gib = lambda n: n / 2**30
     total = m.temp_size_in_bytes + m.argument_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes
-    return {"remat": remat, "attention": attention, "loss_chunk": loss_chunk, "scale": scale,
-            "backend": jax.default_backend(), "temp_gib": gib(m.temp_size_in_bytes),
+    return {"remat": remat, "attention": attention, "loss_chunk": loss_chunk, "loss_backward": backward,
+            "scale": scale, "backend": jax.default_backend(), "temp_gib": gib(m.temp_size_in_bytes),
             "argument_gib": gib(m.argument_size_in_bytes), "output_gib": gib(m.output_size_in_bytes),
             "alias_gib": gib(m.alias_size_in_bytes), "planned_total_gib": gib(total),
             "compile_s": time.perf_counter() - start,
@@ -177,6 +184,7 @@ def main() -> None:
     parser.add_argument("--remat", default="none,minimal,full")
     parser.add_argument("--attention", default="xla")
     parser.add_argument("--loss_chunk", default="0", help="comma-separated; 0 = full logits")
+    parser.add_argument("--loss_backward", default="fused", help="comma-separated: fused, recompute")
     parser.add_argument("--scale", default="8b", choices=("8b", "smoke"))
     parser.add_argument("--analyze", action="store_true", help="compile only; report XLA's memory plan")
     args = parser.parse_args()
@@ -193,14 +201,16 @@ def main() -> None:
         return
     rows = []
     for remat in args.remat.split(","):
-        for chunk in (int(c) for c in args.loss_chunk.split(",")):
-            case = f"{remat}:{args.attention}:chunk={chunk}"
+        variants = [(int(c), bwd) for c in args.loss_chunk.split(",") for bwd in args.loss_backward.split(",")]
+        for chunk, bwd in dict.fromkeys((c, b if c else "fused") for c, b in variants):  # chunk 0: no backward
+            case = f"{remat}:{args.attention}:chunk={chunk}:backward={bwd}"
             cmd = [sys.executable, __file__, "--one", case, "--scale", args.scale] + (["--analyze"] * args.analyze)
             proc = subprocess.run(cmd, capture_output=True, text=True)
             lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
             if not lines:
                 sys.stderr.write(proc.stderr[-4000:])
-                rows.append({"remat": remat, "loss_chunk": chunk, "error": f"exit {proc.returncode}"})
+                rows.append({"remat": remat, "loss_chunk": chunk, "loss_backward": bwd,
+                             "error": f"exit {proc.returncode}"})
                 continue
             rows.append(json.loads(lines[-1][7:]))
     os.makedirs(args.out, exist_ok=True)
@@ -211,21 +221,21 @@ def main() -> None:
         print("\n| remat | loss chunk | planned GiB | temp GiB | args GiB | backend |\n|---|---|---|---|---|---|")
         for r in rows:
             if "error" in r:
-                print(f"| {r['remat']} | {r['loss_chunk']} | {r['error']} | | | |")
+                print(f"| {r['remat']} | {r['loss_chunk']} {r['loss_backward'] if r['loss_chunk'] else ''} | {r['error']} | | | |")
             else:
-                print(f"| {r['remat']} | {r['loss_chunk']} | {r['planned_total_gib']:.3f} | {r['temp_gib']:.3f} | "
+                print(f"| {r['remat']} | {r['loss_chunk']} {r['loss_backward'] if r['loss_chunk'] else ''} | {r['planned_total_gib']:.3f} | {r['temp_gib']:.3f} | "
                       f"{r['argument_gib']:.2f} | {r['backend']} |")
         for r in rows:  # what the temporaries are made of
-            print(f"\nlargest step buffers, remat {r['remat']}, loss chunk {r['loss_chunk']} (MiB, name, shape):")
+            print(f"\nlargest step buffers, remat {r['remat']}, loss chunk {r['loss_chunk']} {r['loss_backward']} (MiB, name, shape):")
             for b in r.get("largest_buffers_mib", [])[:8]:
                 print("   ", *b)
         return
     print("\n| remat | loss chunk | step ms | tokens/s | peak GiB | MFU | reference ms |\n|---|---|---|---|---|---|---|")
     for r in rows:
         if "error" in r:
-            print(f"| {r['remat']} | {r['loss_chunk']} | {r['error']} | | | | |")
+            print(f"| {r['remat']} | {r['loss_chunk']} {r['loss_backward'] if r['loss_chunk'] else ''} | {r['error']} | | | | |")
         else:
-            print(f"| {r['remat']} | {r['loss_chunk']} | {r['step_ms']:.1f} | {r['tokens_per_s']:.0f} | "
+            print(f"| {r['remat']} | {r['loss_chunk']} {r['loss_backward'] if r['loss_chunk'] else ''} | {r['step_ms']:.1f} | {r['tokens_per_s']:.0f} | "
                   f"{r['peak_device_gib']:.1f} | {r['mfu_vs_813']:.1%} | {r['reference_ms']} |")
 
 

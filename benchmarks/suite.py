@@ -240,20 +240,21 @@ def part_lora() -> dict:
     """Each case in its own process: peak device memory is per process. Ours "remat" is the `minimal` policy (saves
     the projections' outputs), at about the reference's remat memory; cuDNN attention where it applies, XLA's if
     cuDNN refuses. LATENTJAX_SUITE_LORA=minimal runs only that case; a case "minimal:chunk=128" computes the loss
-    128 positions at a time (model.loss_chunk; keys lora_B4_T512_remat_chunk128_...)."""
+    128 positions at a time (model.loss_chunk; keys lora_B4_T512_remat_chunk128_...), "minimal:chunk=128:backward=
+    recompute" with the recomputing backward (keys ..._remat_chunk128_recompute_...)."""
     res = {}
     tags = {"none": "noremat", "minimal": "remat"}
     for case in os.environ.get("LATENTJAX_SUITE_LORA", "none,minimal").split(","):
         remat, _, opts = case.partition(":")
         if remat not in tags:
             raise ValueError(f"LATENTJAX_SUITE_LORA case {case!r}: remat must be one of {sorted(tags)}.")
-        chunk = int(opts[len("chunk="):]) if opts.startswith("chunk=") else 0
-        if opts and not chunk:
-            raise ValueError(f"LATENTJAX_SUITE_LORA case {case!r}: expected remat or remat:chunk=N (N > 0).")
-        tag = tags[remat] + (f"_chunk{chunk}" if chunk else "")
+        # options as lora_8b.py's cases: chunk=N[:backward=recompute] -> tag suffix _chunkN[_recompute]
+        tag = tags[remat] + "".join("_" + o.replace("chunk=", "chunk").replace("backward=", "")
+                                    for o in opts.split(":") if o and o != "chunk=0")
         r = {}
         for attention in ("auto", "xla"):
-            r = run_part([os.path.join(HERE, "lora_8b.py"), "--one", f"{remat}:{attention}:chunk={chunk}"])
+            one = f"{remat}:{attention}" + (f":{opts}" if opts else "")
+            r = run_part([os.path.join(HERE, "lora_8b.py"), "--one", one])
             if "error" not in r:
                 res[f"lora_B4_T512_{tag}_attention"] = attention
                 break

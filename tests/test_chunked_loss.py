@@ -40,12 +40,15 @@ def _rel(a, b):
 @pytest.mark.parametrize("tied", [False, True])
 def test_loss_metrics_and_lora_grads_match_full_logits(tied):
     cfg, lcfg, base, lora, batch = _setup(tied)
-    grad_fn = lambda chunk: jax.jit(jax.value_and_grad(sft.make_loss_fn(cfg, lcfg, loss_chunk=chunk), has_aux=True))
+    grad_fn = lambda chunk, bwd="fused": jax.jit(jax.value_and_grad(
+        sft.make_loss_fn(cfg, lcfg, loss_chunk=chunk, loss_backward=bwd), has_aux=True))
     (loss0, m0), g0 = grad_fn(0)(lora, base, batch, None)
     assert float(m0["target_tokens"]) == float(jnp.sum(batch["loss_mask"][:, 1:]))
     assert all(float(jnp.max(jnp.abs(g))) > 0 for g in jax.tree.leaves(g0))
-    for chunk in ((4,) if not tied else (3, 64)):  # 4 and 3 leave a remainder of T = 11; 64 > T is one chunk
-        (loss, m), g = grad_fn(chunk)(lora, base, batch, None)
+    # 4 and 3 leave a remainder of T = 11; 64 > T is one chunk
+    cases = [(4, "fused"), (4, "recompute")] if not tied else [(3, "fused"), (64, "recompute")]
+    for chunk, bwd in cases:
+        (loss, m), g = grad_fn(chunk, bwd)(lora, base, batch, None)
         assert _rel(loss, loss0) < 1e-5, chunk
         assert float(m["target_tokens"]) == float(m0["target_tokens"])
         assert float(m["token_accuracy"]) == float(m0["token_accuracy"])
@@ -69,6 +72,25 @@ def test_sums_match_token_losses_and_head(tied):
         assert _rel(a, b) < 1e-5
     no_attn = sums(out.hidden, head, ids, mask, chunk=T, embed_axis=axis)
     assert [float(x) for x in no_attn[1:]] == [float(x) for x in sft.token_losses(out.logits, ids, mask)[1:]]
+
+
+def test_head_gradient_recompute_only():
+    """Without the decoder: "recompute" differentiates w.r.t. hidden and head like the full logits; "fused" gives
+    the same hidden gradient and refuses to differentiate its closed-over head."""
+    rs = np.random.RandomState(5)
+    hidden, head = jnp.asarray(rs.randn(2, 7, 16), jnp.float32), jnp.asarray(rs.randn(16, 29), jnp.float32)
+    ids = jnp.asarray(rs.randint(0, 29, (2, 7)))
+    mask = jnp.asarray(rs.rand(2, 7) > 0.3)
+    full = lambda h, w: sft.token_losses(chunked_loss.head_logits(h, w, 0), ids, mask)[0]
+    chunked = lambda bwd: lambda h, w: chunked_loss.chunked_token_losses(h, w, ids, mask, chunk=3, backward=bwd)[0]
+    want = jax.grad(full, argnums=(0, 1))(hidden, head)
+    got = jax.jit(jax.grad(chunked("recompute"), argnums=(0, 1)))(hidden, head)
+    assert _rel(got[0], want[0]) < 1e-5 and _rel(got[1], want[1]) < 1e-5
+    assert _rel(jax.jit(jax.grad(chunked("fused")))(hidden, head), want[0]) < 1e-5
+    with pytest.raises(Exception, match="tracer"):
+        jax.grad(chunked("fused"), argnums=1)(hidden, head)
+    with pytest.raises(ValueError, match="Unknown chunked-loss backward"):
+        chunked("both")(hidden, head)
 
 
 def test_bad_chunk_and_missing_head_raise():
@@ -106,7 +128,7 @@ def test_config_switch_reaches_the_loss(tmp_path):
     char_tokenizer().save_pretrained(path)
     rows = [{"prompt": f"{i}+{i}=?", "completion": f"{2 * i} so the answer is {2 * i}"} for i in range(12)]
     (tmp_path / "train.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
-    assert model_section().loss_chunk == 0
+    assert model_section().loss_chunk == 0 and model_section().loss_backward == "fused"
     mesh = rules_lib.single_device_mesh()
     outs = []
     for chunk in (0, 7):

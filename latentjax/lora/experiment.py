@@ -22,13 +22,14 @@ ConfigDict = ml_collections.ConfigDict
 
 
 def model_section(path: str = "", dtype: str = "bfloat16", remat_policy: str = "minimal",
-                  attention_impl: str = "xla", loss_chunk: int = 0) -> ConfigDict:
+                  attention_impl: str = "xla", loss_chunk: int = 0, loss_backward: str = "fused") -> ConfigDict:
     """The frozen base: an HF Llama/Mistral folder (with its tokenizer); params stored in `param_dtype`
     ("" = dtype), computed in `dtype`. loss_chunk > 0: the train and eval loss are computed that many sequence
     positions at a time from the final hidden states (`latentjax.train.chunked_loss`), never materialising the
-    float32 logits [batch, length, vocab]; 0 = the full logits."""
+    float32 logits [batch, length, vocab]; 0 = the full logits. loss_backward: "fused" (each chunk's gradient taken
+    in the forward pass: no extra head matmul) or "recompute" (the backward recomputes each chunk's logits)."""
     return ConfigDict(dict(path=path, dtype=dtype, param_dtype="", remat_policy=remat_policy,
-                           attention_impl=attention_impl, loss_chunk=int(loss_chunk)))
+                           attention_impl=attention_impl, loss_chunk=int(loss_chunk), loss_backward=loss_backward))
 
 
 def lora_section(rank: int = 8, alpha: float = 16.0, dropout: float = 0.0, targets: str = "all",
@@ -101,6 +102,7 @@ def build(config: Any, mesh: Mesh) -> Experiment:
                             rules=rules, remat_policy=mc.remat_policy, attention_impl=mc.attention_impl)
     lora_cfg = lora_config_from(config)
     loss_chunk = int(mc.get("loss_chunk", 0) or 0)
+    loss_backward = mc.get("loss_backward", "fused") or "fused"
     tok = model.tokenizer
 
     train_rows, eval_rows = _rows(dc, "train"), _rows(dc, "eval")
@@ -127,7 +129,7 @@ def build(config: Any, mesh: Mesh) -> Experiment:
     return Experiment(
         init_trainable=lambda rng: init_lora(model.config, lora_cfg, rng),
         frozen=model.params,
-        loss_fn=sft.make_loss_fn(model.config, lora_cfg, rules, loss_chunk=loss_chunk),
+        loss_fn=sft.make_loss_fn(model.config, lora_cfg, rules, loss_chunk=loss_chunk, loss_backward=loss_backward),
         train_data=train_data,
         batch_axes=dict(sft.BATCH_AXES),
         eval_fn=eval_fn,

@@ -185,28 +185,31 @@ def token_losses(logits: jax.Array, input_ids: jax.Array, loss_mask: jax.Array,
 
 
 def lora_token_losses(model_config: DecoderConfig, lora_cfg: LoraConfig, frozen: Any, trainable: Any, batch: dict,
-                      *, loss_chunk: int = 0, rng: Optional[jax.Array] = None,
+                      *, loss_chunk: int = 0, loss_backward: str = "fused", rng: Optional[jax.Array] = None,
                       deterministic: bool = True) -> tuple[jax.Array, jax.Array, jax.Array]:
     """`token_losses` of the adapted model on `batch`. loss_chunk > 0: from the final hidden states, that many
-    sequence positions at a time (`latentjax.train.chunked_loss`), never holding the full [B, T, V] logits.
-    Call inside `rules_lib.axis_rules(...)`."""
+    sequence positions at a time (`latentjax.train.chunked_loss`, backward `loss_backward`: "fused" (the base's
+    head is frozen) or "recompute"), never holding the full [B, T, V] logits. Call inside
+    `rules_lib.axis_rules(...)`."""
     ids, attn, loss_mask = batch["input_ids"], batch["attention_mask"], batch["loss_mask"]
     out = lora_apply(model_config, frozen, trainable, lora_cfg, ids, attn, rng=rng, deterministic=deterministic,
                      return_logits=not loss_chunk)
     if not loss_chunk:
         return token_losses(out.logits, ids, loss_mask, attn)
-    return decoder_token_losses(model_config, frozen, out.hidden, ids, loss_mask, attn, chunk=int(loss_chunk))
+    return decoder_token_losses(model_config, frozen, out.hidden, ids, loss_mask, attn, chunk=int(loss_chunk),
+                                backward=loss_backward)
 
 
 def make_loss_fn(model_config: DecoderConfig, lora_cfg: LoraConfig, rules=rules_lib.DEFAULT_RULES,
-                 loss_chunk: int = 0):
+                 loss_chunk: int = 0, loss_backward: str = "fused"):
     """LossFn for the training loop: trainable = LoRA params, frozen = base params; mean loss per target token.
     loss_chunk > 0 computes the loss that many sequence positions at a time (see `lora_token_losses`)."""
 
     def loss_fn(trainable, frozen, batch, rng):
         with rules_lib.axis_rules(rules):
             total, count, correct = lora_token_losses(model_config, lora_cfg, frozen, trainable, batch,
-                                                      loss_chunk=loss_chunk, rng=rng, deterministic=rng is None)
+                                                      loss_chunk=loss_chunk, loss_backward=loss_backward, rng=rng,
+                                                      deterministic=rng is None)
         denom = jnp.maximum(count, 1.0)
         loss = total / denom
         return loss, {"loss": loss, "target_tokens": count, "token_accuracy": correct / denom}
