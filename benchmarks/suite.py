@@ -243,7 +243,7 @@ def part_lora() -> dict:
     128 positions at a time (model.loss_chunk; keys lora_B4_T512_remat_chunk128_...), "minimal:chunk=128:backward=
     recompute" with the recomputing backward (keys ..._remat_chunk128_recompute_...)."""
     res = {}
-    tags = {"none": "noremat", "minimal": "remat"}
+    tags = {"none": "noremat", "minimal": "remat", "lean": "remat_lean"}
     for case in os.environ.get("LATENTJAX_SUITE_LORA", "none,minimal").split(","):
         remat, _, opts = case.partition(":")
         if remat not in tags:

@@ -172,12 +172,12 @@ def test_remat_bf16_and_jit(base, ids):
     cfg = LoraConfig(rank=4, alpha=8.0, targets="all")
     lora = nonzero_adapter(cfg)
     ref = lora_apply(CFG, base, lora, cfg, ids).logits
-    remat_cfg = CFG.replace(remat_policy="minimal")
     loss = lambda l, c: jnp.sum(lora_apply(c, base, l, cfg, ids).logits ** 2)
     g_ref = jax.grad(loss)(lora, CFG)
-    g_remat = jax.jit(jax.grad(loss), static_argnums=1)(lora, remat_cfg)
-    for x, y in zip(jax.tree.leaves(g_ref), jax.tree.leaves(g_remat)):
-        np.testing.assert_allclose(x, y, rtol=2e-4, atol=1e-5 * float(jnp.max(jnp.abs(x))))
+    for policy in ("minimal", "lean", "full"):
+        g_remat = jax.jit(jax.grad(loss), static_argnums=1)(lora, CFG.replace(remat_policy=policy))
+        for x, y in zip(jax.tree.leaves(g_ref), jax.tree.leaves(g_remat)):
+            np.testing.assert_allclose(x, y, rtol=2e-4, atol=1e-5 * float(jnp.max(jnp.abs(x))))
     bf = CFG.replace(dtype="bfloat16", param_dtype="bfloat16")
     base_bf = jax.tree.map(lambda x: x.astype(jnp.bfloat16), base)
     out = jax.jit(lambda b, l: lora_apply(bf, b, l, cfg, ids).logits)(base_bf, lora)

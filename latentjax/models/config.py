@@ -54,7 +54,7 @@ class DecoderConfig:
     # Runtime choices (not part of the checkpoint).
     dtype: str = "float32"  # compute dtype
     param_dtype: str = "float32"
-    remat_policy: str = "none"  # none | full | minimal | save_dots
+    remat_policy: str = "none"  # none | full | minimal | lean | save_dots
     attention_impl: str = "xla"  # xla | cudnn | auto (jax.nn.dot_product_attention's implementation argument)
     scan_unroll: int = 1  # layers per scan iteration (num_layers = fully unrolled)
     # False: one parameter subtree per layer (`layers_0`, ...; see models.model.unstack_layers), run as straight-line

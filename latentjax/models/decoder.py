@@ -24,6 +24,9 @@ REMAT_POLICIES = {
     "full": jax.checkpoint_policies.nothing_saveable,
     "save_dots": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
     "minimal": jax.checkpoint_policies.save_only_these_names("qkv", "attn_out", "mlp_in", "mlp_out"),
+    # What the backward pass cannot get cheaply: q/k/v and the attention context (o_proj's input). The MLP's gate
+    # and up products are recomputed either way (silu(gate) * up needs both), so saving its output buys nothing.
+    "lean": jax.checkpoint_policies.save_only_these_names("qkv", "attn_ctx"),
 }
 
 
@@ -126,7 +129,7 @@ class Attention(nn.Module):
                 k, v = ck.astype(q.dtype), cv.astype(q.dtype)
         impl = None if cfg.attention_impl == "auto" else cfg.attention_impl
         out = jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=impl)
-        out = out.reshape(b, t, cfg.num_heads * cfg.head_dim)
+        out = checkpoint_name(out.reshape(b, t, cfg.num_heads * cfg.head_dim), "attn_ctx")
         out = _dense(cfg.hidden_size, ("heads", "embed"), cfg.attention_bias, cfg, "o_proj")(out)
         return checkpoint_name(out, "attn_out"), new_cache
 
