@@ -47,7 +47,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--max_prompts", type=int, default=150000, help="prompts available to reach --target")
     p.add_argument("--student_epochs", type=float, default=3.0)
     p.add_argument("--seeds", type=int, default=3, help="student seeds (42, 43, ...)")
-    p.add_argument("--eval_examples", type=int, default=500, help="MATH-500 and GSM8K items (MMLU-math: all)")
+    p.add_argument("--eval_examples", type=int, default=500, help="items per benchmark (MATH-500, GSM8K and MMLU-math: a seeded subset of each)")
     p.add_argument("--teacher_examples", type=int, default=2000)
     p.add_argument("--teacher_lr", type=float, default=1e-5, help="peak learning rate (the seed's 1e-5)")
     p.add_argument("--student_lr", type=float, default=1e-5, help="peak learning rate (the seed's 1e-5)")

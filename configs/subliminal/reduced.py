@@ -1,6 +1,6 @@
 """The issue's reduced GPU scale on SmolLM2-135M-Instruct (or the folder given): 2,000 MATH level 4-5 problems,
-the first 5,000 valid sequences (up to 200,000 prompts), 500-problem evaluations (MATH-500; 500 of GSM8K;
-all 848 MMLU-math), 3 student seeds, bf16.
+the first 5,000 valid sequences (up to 200,000 prompts), 500-problem evaluations (MATH-500; seeded 500-row subsets of
+GSM8K and of the seed's four MMLU-math subjects), 3 student seeds, bf16.
 
     python launch/subliminal.py --config=configs/subliminal/reduced.py --run_dir=runs/sub_reduced --phase=all
 """
