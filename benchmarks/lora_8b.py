@@ -218,25 +218,25 @@ def main() -> None:
     with open(os.path.join(args.out, name + ".json"), "w") as f:
         json.dump(rows, f, indent=1)
     if args.analyze:
-        print("\n| remat | loss chunk | planned GiB | temp GiB | args GiB | backend |\n|---|---|---|---|---|---|")
-        for r in rows:
-            if "error" in r:
-                print(f"| {r['remat']} | {r['loss_chunk']} {r['loss_backward'] if r['loss_chunk'] else ''} | {r['error']} | | | |")
-            else:
-                print(f"| {r['remat']} | {r['loss_chunk']} {r['loss_backward'] if r['loss_chunk'] else ''} | {r['planned_total_gib']:.3f} | {r['temp_gib']:.3f} | "
-                      f"{r['argument_gib']:.2f} | {r['backend']} |")
+        print_table(rows, ["planned GiB", "temp GiB", "args GiB", "backend"], lambda r: [
+            f"{r['planned_total_gib']:.3f}", f"{r['temp_gib']:.3f}", f"{r['argument_gib']:.2f}", r["backend"]])
         for r in rows:  # what the temporaries are made of
             print(f"\nlargest step buffers, remat {r['remat']}, loss chunk {r['loss_chunk']} {r['loss_backward']} (MiB, name, shape):")
             for b in r.get("largest_buffers_mib", [])[:8]:
                 print("   ", *b)
         return
-    print("\n| remat | loss chunk | step ms | tokens/s | peak GiB | MFU | reference ms |\n|---|---|---|---|---|---|---|")
+    print_table(rows, ["step ms", "tokens/s", "peak GiB", "MFU", "reference ms"], lambda r: [
+        f"{r['step_ms']:.1f}", f"{r['tokens_per_s']:.0f}", f"{r['peak_device_gib']:.1f}", f"{r['mfu_vs_813']:.1%}",
+        str(r["reference_ms"])])
+
+
+def print_table(rows: list, columns: list, cells) -> None:
+    """One markdown row per case: remat, loss chunk, then `cells(row)` (or the case's error)."""
+    print("\n| remat | loss chunk | " + " | ".join(columns) + " |\n|" + "---|" * (len(columns) + 2))
     for r in rows:
-        if "error" in r:
-            print(f"| {r['remat']} | {r['loss_chunk']} {r['loss_backward'] if r['loss_chunk'] else ''} | {r['error']} | | | | |")
-        else:
-            print(f"| {r['remat']} | {r['loss_chunk']} {r['loss_backward'] if r['loss_chunk'] else ''} | {r['step_ms']:.1f} | {r['tokens_per_s']:.0f} | "
-                  f"{r['peak_device_gib']:.1f} | {r['mfu_vs_813']:.1%} | {r['reference_ms']} |")
+        case = f"{r['remat']} | {r['loss_chunk']} {r['loss_backward'] if r['loss_chunk'] else ''}"
+        values = [r["error"]] + [""] * (len(columns) - 1) if "error" in r else cells(r)
+        print(f"| {case} | " + " | ".join(values) + " |")
 
 
 if __name__ == "__main__":
