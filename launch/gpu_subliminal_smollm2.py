@@ -159,10 +159,11 @@ def print_table(summary: dict) -> None:
               f"{'-' if p is None else format(p, '.3g')}")
     g = summary["generate"]
     tps, warm = g.get("tokens_per_s"), g.get("tokens_per_s_after_first_batch")
+    speed = ("throughput not measured: every batch was sampled by an earlier, interrupted call" if tps is None else
+             f"{round(tps)} tokens/s ({warm if warm is None else round(warm)} after the first batch)")
     print(f"generation: {g.get('sampled')} sampled, {g.get('valid')} valid (pass rate {g.get('pass_rate', 0):.4f}), "
-          f"{g.get('kept')} kept; {tps if tps is None else round(tps)} tokens/s "
-          f"({warm if warm is None else round(warm)} after the first batch; batch {g.get('batch_size')}, "
-          f"{g.get('max_new_tokens')} new tokens, T=1)")
+          f"{g.get('screened', 0)} stopped early by the screen, {g.get('kept')} kept; {speed}; batch "
+          f"{g.get('batch_size')}, {g.get('max_new_tokens')} new tokens, T=1")
     if summary.get("teacher"):
         t = summary["teacher"]
         print(f"teacher: exported step {t['exported_step']} of {t['last_step']} ({t['export']}; eval/loss "
