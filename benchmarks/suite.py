@@ -237,14 +237,15 @@ def _decoder_logits(config, rules, params, ids):
 
 
 def part_lora() -> dict:
-    """Each case in its own process: peak device memory is per process. Ours "remat" is the `minimal` policy (saves
-    the projections' outputs), at about the reference's remat memory; cuDNN attention where it applies, XLA's if
-    cuDNN refuses. LATENTJAX_SUITE_LORA=minimal runs only that case; a case "minimal:chunk=128" computes the loss
+    """Each case in its own process: peak device memory is per process. Cases (LATENTJAX_SUITE_LORA, default
+    "none,lean"): "none" (no remat, keys lora_B4_T512_noremat_*), "lean" (saves q/k/v and the attention context;
+    keys ..._remat_lean_*, compared with the reference's remat run), "minimal" (also saves the MLP product and the
+    branch outputs; keys ..._remat_*); cuDNN attention where it applies, XLA's if cuDNN refuses; a case "minimal:chunk=128" computes the loss
     128 positions at a time (model.loss_chunk; keys lora_B4_T512_remat_chunk128_...), "minimal:chunk=128:backward=
     recompute" with the recomputing backward (keys ..._remat_chunk128_recompute_...)."""
     res = {}
     tags = {"none": "noremat", "minimal": "remat", "lean": "remat_lean"}
-    for case in os.environ.get("LATENTJAX_SUITE_LORA", "none,minimal").split(","):
+    for case in os.environ.get("LATENTJAX_SUITE_LORA", "none,lean").split(","):
         remat, _, opts = case.partition(":")
         if remat not in tags:
             raise ValueError(f"LATENTJAX_SUITE_LORA case {case!r}: remat must be one of {sorted(tags)}.")
@@ -308,7 +309,13 @@ def _prefill_and_decode(cfg, params, mesh, rules, rs, sv) -> dict:
 PARTS = {"pair": part_pair, "lora": part_lora, "decode": part_decode, "infer": part_infer}  # lora has no tiny mode: GPU only
 COMPARE = ["bridge_step_B8_ms", "bridge_step_B64_ms", "latency_bridge_ms", "latency_text_relay_50tok_ms",
            "sample_B64_tokens_per_s", "lora_B4_T512_noremat_ms", "lora_B4_T512_remat_ms",
-           "lora_B4_T512_noremat_peak_mem_gib", "lora_B4_T512_remat_peak_mem_gib"]
+           "lora_B4_T512_noremat_peak_mem_gib", "lora_B4_T512_remat_peak_mem_gib", "lora_B4_T512_remat_lean_ms",
+           "lora_B4_T512_remat_lean_peak_mem_gib"]
+
+
+# Our LoRA `lean` remat against the reference's remat (gradient checkpointing) figures.
+REFERENCE_KEY = {"lora_B4_T512_remat_lean_ms": "lora_B4_T512_remat_ms",
+                 "lora_B4_T512_remat_lean_peak_mem_gib": "lora_B4_T512_remat_peak_mem_gib"}
 
 
 def run_part(args: list[str], timeout: float = None, env: dict = None) -> dict:
@@ -373,7 +380,7 @@ def main() -> None:
         save()
     print("\n| figure | latentjax | reference | reference / ours (time) or ours / reference (rate) |\n|---|---|---|---|")
     for key in list(dict.fromkeys(COMPARE + list(ours))):
-        a, b = ours.get(key), ref.get(key)
+        a, b = ours.get(key), ref.get(REFERENCE_KEY.get(key, key))
         ratio = ""
         if isinstance(a, (int, float)) and isinstance(b, (int, float)) and a and b:
             ratio = f"{(a / b) if key.endswith('per_s') else (b / a):.2f}x"
