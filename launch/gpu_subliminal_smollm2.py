@@ -159,8 +159,12 @@ def print_table(summary: dict) -> None:
               f"{'-' if p is None else format(p, '.3g')}")
     g = summary["generate"]
     tps, warm = g.get("tokens_per_s"), g.get("tokens_per_s_after_first_batch")
-    speed = ("throughput not measured: every batch was sampled by an earlier, interrupted call" if tps is None else
-             f"{round(tps)} tokens/s ({warm if warm is None else round(warm)} after the first batch)")
+    every = g.get("all_calls") or {}
+    speed = ("throughput: no timing recorded" if not every else
+             f"{every['prompts_per_s']:.0f} prompts/s and {every['tokens_per_s']:.0f} sampled tokens/s over every call "
+             f"({every['batches']} batches)")
+    if tps is not None:
+        speed += f"; this call {round(tps)} tokens/s ({warm if warm is None else round(warm)} after its first batch)"
     print(f"generation: {g.get('sampled')} sampled, {g.get('valid')} valid (pass rate {g.get('pass_rate', 0):.4f}), "
           f"{g.get('screened', 0)} stopped early by the screen, {g.get('kept')} kept; {speed}; batch "
           f"{g.get('batch_size')}, {g.get('max_new_tokens')} new tokens, T=1")

@@ -114,6 +114,9 @@ def test_generate_resumes_without_duplicates_and_refuses_changes(run, model_dir,
     resumed = reports.read_jsonl(samples_path)
     assert [r["index"] for r in resumed] == list(range(32))  # none missing, none duplicated
     assert resumed == full  # same per-batch randomness as the uninterrupted run
+    stats = reports.read_json(os.path.join(copy, "generate", "stats.json"))
+    assert stats["all_calls"]["prompts"] == 32  # throughput over both calls, the re-sampled batch counted once
+    assert stats["all_calls"]["wall_seconds"] >= stats["all_calls"]["sample_seconds"] > 0
     assert reports.read_jsonl(os.path.join(copy, "generate", "sequences.jsonl")) == \
         reports.read_jsonl(os.path.join(run_dir, "generate", "sequences.jsonl"))
     # identical sequences: the student's inputs are unchanged, so it is still finished

@@ -22,7 +22,7 @@ import dataclasses
 import json
 import os
 import time
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import jax
 import numpy as np
@@ -208,11 +208,13 @@ def generate_samples(sampler: Sampler, prompts: Sequence[dict], path: str, *,
     warm = {"tokens": 0, "seconds": 0.0}  # batches after the first of this call (no compilation inside)
     bar = tqdm(total=target, initial=min(valid, target), disable=not (progress and writer), desc="generate",
                dynamic_ncols=True)
+    sink = lambda file: open(file, "a", encoding="utf-8") if writer else open(os.devnull, "w")
     try:
-        with open(path, "a", encoding="utf-8") if writer else open(os.devnull, "w") as out:
+        with sink(path) as out, sink(timing_path(path)) as timing:
             for start in range(len(done), len(prompts), batch_size):
                 if stop_at_target and valid >= target:
                     break
+                wall0 = time.perf_counter()
                 batch = list(prompts[start:start + batch_size])
                 ids, mask = encode_left_padded(tok, render_prompts(tok, [r["prompt"] for r in batch], chat),
                                                batch_size, chat)
@@ -244,6 +246,10 @@ def generate_samples(sampler: Sampler, prompts: Sequence[dict], path: str, *,
                         record["screened"] = True
                     out.write(json.dumps(record) + "\n")
                 out.flush()
+                timing.write(json.dumps({"batch": start // batch_size, "prompts": len(batch),
+                                         "tokens": int(lengths[:len(batch)].sum()), "sample_seconds": dt,
+                                         "wall_seconds": time.perf_counter() - wall0}) + "\n")
+                timing.flush()
                 sampled = start + len(batch)
                 bar.n = min(valid, target)
                 bar.set_postfix(valid_rate=f"{valid / max(sampled, 1):.3f}",
@@ -260,8 +266,39 @@ def generate_samples(sampler: Sampler, prompts: Sequence[dict], path: str, *,
             "tokens_per_s": tokens_total / seconds if seconds else None,
             "prompts_per_s": prompts_done / seconds if seconds else None,
             "tokens_per_s_after_first_batch": warm["tokens"] / warm["seconds"] if warm["seconds"] else None,
+            "all_calls": throughput(path, rows, batch_size),
             "batch_size": batch_size, "max_new_tokens": int(max_new_tokens),
             "rendered_prompt_example": render_prompts(tok, [prompts[0]["prompt"]], chat)[0] if prompts else None}
+
+
+def timing_path(samples_path: str) -> str:
+    """Per-batch timing lines beside samples.jsonl (samples.timing.jsonl), appended as batches are written."""
+    root, ext = os.path.splitext(samples_path)
+    return root + ".timing" + (ext or ".jsonl")
+
+
+def throughput(samples_path: str, rows: Sequence[dict], batch_size: int) -> Optional[dict]:
+    """Sampling throughput over every call that wrote the batches present in `rows` (a batch re-sampled after a
+    torn write counts once, its last timing): prompts, tokens, sample_seconds (the device loop), wall_seconds
+    (with tokenizing, filtering and writing), and the rates. None without timing lines."""
+    path = timing_path(samples_path)
+    if not os.path.exists(path):
+        return None
+    present, last = {int(r["index"]) // batch_size for r in rows}, {}
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:  # a torn last line
+                continue
+            if entry.get("batch") in present:
+                last[entry["batch"]] = entry
+    if not last:
+        return None
+    total = {k: sum(e[k] for e in last.values()) for k in ("prompts", "tokens", "sample_seconds", "wall_seconds")}
+    return {"batches": len(last), **total,
+            "prompts_per_s": total["prompts"] / total["wall_seconds"] if total["wall_seconds"] else None,
+            "tokens_per_s": total["tokens"] / total["sample_seconds"] if total["sample_seconds"] else None}
 
 
 def select_sequences(samples: Sequence[dict], target: int, select: str = "first", seed: int = 1) -> list[dict]:
