@@ -13,7 +13,7 @@ import pytest
 from configs.subliminal.defaults import smoke, subliminal_config
 from latentjax.eval import reports
 from latentjax.subliminal import numbers
-from latentjax.subliminal.pipeline import PhaseChangedError, run_pipeline
+from latentjax.subliminal.pipeline import TeacherGateError, PhaseChangedError, run_pipeline
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 
@@ -49,7 +49,8 @@ def _mtimes(run_dir):
 def test_all_phases_write_artifacts_and_manifests(run):
     run_dir, status = run
     assert status["train_teacher"] == "done" and status["generate"] == "done"
-    assert status["train_student"] == ["done"] and status["evaluate"] == ["done", "done", "done"]
+    # base and teacher were evaluated by the gate before generation; the evaluate phase found them finished
+    assert status["train_student"] == ["done"] and status["evaluate"] == ["skipped", "skipped", "done"]
     for phase in ("teacher", "generate", "student_seed42", "evaluate/base", "evaluate/teacher",
                   "evaluate/student_seed42"):
         m = reports.read_json(os.path.join(run_dir, phase, "manifest.json"))
@@ -213,3 +214,21 @@ def test_seed_protocol_base_numbers_control(run, model_dir, data_dir, tmp_path):
     rows = reports.read_json(os.path.join(main_dir, "report", "summary.json"))["rows"]
     control = [r for r in rows if r["model"] == "basenums_seed42"]
     assert len(control) == 1 and control[0]["benchmark"] == "mmlu_math" and control[0]["n_paired"] == 2
+
+
+def test_teacher_gate_reports_and_can_stop_before_generation(run, model_dir, tmp_path):
+    run_dir, _ = run
+    gate = reports.read_json(os.path.join(run_dir, "teacher", "gate.json"))  # the default gate (warn) ran
+    base = reports.read_jsonl(os.path.join(run_dir, "evaluate", "base", "math.jsonl"))
+    assert gate["benchmark"] == "math" and gate["mode"] == "warn"
+    assert gate["base_pct"] == pytest.approx(100.0 * sum(r["correct"] for r in base) / len(base))
+    assert gate["passed"] == (gate["teacher_pct"] - gate["base_pct"] > gate["min_points"])
+    copy = str(tmp_path / "gated")
+    shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("generate", "student_seed*", "report"))
+    strict = _config(model_dir)
+    strict.gate.update(mode="stop", min_points=100.0)  # no teacher can gain more than 100 points
+    with pytest.raises(TeacherGateError, match="gate.mode=warn"):
+        run_pipeline(strict, copy, "all")
+    assert not os.path.exists(os.path.join(copy, "generate"))  # stopped before generation, teacher kept
+    assert os.path.isdir(os.path.join(copy, "teacher", "adapter"))
+    assert reports.read_json(os.path.join(copy, "teacher", "gate.json"))["passed"] is False

@@ -86,6 +86,9 @@ def subliminal_config(path: str, protocol: str = "paper") -> ConfigDict:
         model=model_section(path, dtype="bfloat16"), student_model=model_section("", dtype="bfloat16"),
         lora=lora_section(rank=128, alpha=256.0, dropout=0.05, targets="all"),
         teacher=teacher, generate=generate, student=student, evaluate=evaluate,
+        # The seed's gate before phase 2: the teacher must beat the base on MATH (its plan asks +15 points). "warn"
+        # reports a failed gate and generates anyway; "stop" ends the run before generation; "off" skips it.
+        gate=ConfigDict(dict(mode="warn", benchmark="math", min_points=0.0)),
         report=ConfigDict(dict(baseline="base", alternative="greater", alpha=0.05, confidence=0.95))))
 
 

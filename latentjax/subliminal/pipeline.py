@@ -2,6 +2,8 @@
 
     train_teacher  teacher/   data.jsonl (MATH levels 4-5 as prompt/completion), train/ (the loop's workdir with
                               Orbax checkpoints), adapter/ (PEFT)
+    (gate)         teacher/gate.json: before generating, base and teacher are evaluated (evaluate/base,
+                              evaluate/teacher) and the teacher must beat the base (gate.mode: warn | stop | off)
     generate       generate/  samples.jsonl (every sample with its filter verdict), sequences.jsonl (kept rows,
                               after any control transform), stats.json (pass rate, reasons, tokens/s, lengths)
     train_student  student_seed<S>/  data.jsonl, train/, adapter/  (one per student seed)
@@ -444,7 +446,8 @@ def benchmark_items(ec: ConfigDict) -> dict:
     return out
 
 
-def phase_evaluate(run: Run) -> list[str]:
+def phase_evaluate(run: Run, models: Optional[dict] = None) -> list[str]:
+    """Evaluate `models` ({name: (model section, adapter)}, default `eval_models(run)`), each its own phase."""
     from latentjax.subliminal.evaluate_phase import evaluate_model
     from latentjax.subliminal.generate_phase import Sampler
 
@@ -452,7 +455,7 @@ def phase_evaluate(run: Run) -> list[str]:
     statuses = []
     items = None
     bases: dict = {}
-    for name, (model_section, adapter) in eval_models(run).items():
+    for name, (model_section, adapter) in (eval_models(run) if models is None else models).items():
         def body(d, model_section=model_section, adapter=adapter):
             nonlocal items
             items = items or benchmark_items(ec)
@@ -465,6 +468,48 @@ def phase_evaluate(run: Run) -> list[str]:
         statuses.append(run.phase(os.path.join("evaluate", name), {"model": model_section, "evaluate": ec},
                                   inputs, body))
     return statuses
+
+
+class TeacherGateError(RuntimeError):
+    """The teacher does not beat its base by the gate's margin (raised before generation when gate.mode=stop)."""
+
+
+def check_teacher_gate(run: Run) -> Optional[dict]:
+    """The seed's gate before phase 2: the teacher must beat the base on `gate.benchmark` by more than
+    `gate.min_points`. Evaluates both (the evaluate phase's own folders, so the later evaluate phase skips them),
+    writes teacher/gate.json, and warns (gate.mode=warn) or raises TeacherGateError (gate.mode=stop). Its own
+    config section: changing the gate never invalidates a trained teacher."""
+    c = run.config
+    gc = c.get("gate") or ml_collections.ConfigDict(dict(mode="off"))
+    mode = gc.get("mode", "off")
+    if mode == "off" or not c.teacher.enabled or c.generate.source != "teacher":
+        return None
+    if mode not in ("warn", "stop"):
+        raise ValueError(f"gate.mode must be 'off', 'warn' or 'stop', got {mode!r}.")
+    bench = gc.get("benchmark", "math")
+    if bench not in c.evaluate.benchmarks:
+        raise ValueError(f"gate.benchmark {bench!r} is not among evaluate.benchmarks "
+                         f"{tuple(c.evaluate.benchmarks)}; add it or set --config.gate.mode=off.")
+    phase_evaluate(run, {"base": (c.model, None), "teacher": (c.model, run.dir("teacher", "adapter"))})
+    _barrier("gate:evaluated")  # process 0 wrote the records
+    acc = {}
+    for name in ("base", "teacher"):
+        records = reports.read_jsonl(run.dir("evaluate", name, f"{bench}.jsonl"))
+        acc[name] = 100.0 * sum(bool(r["correct"]) for r in records) / max(len(records), 1)
+    gain, need = acc["teacher"] - acc["base"], float(gc.get("min_points", 0.0))
+    gate = {"benchmark": bench, "base_pct": acc["base"], "teacher_pct": acc["teacher"], "gain_points": gain,
+            "min_points": need, "passed": gain > need, "mode": mode}
+    if jax_process_index() == 0:
+        reports.write_json(run.dir("teacher", "gate.json"), gate)
+    if not gate["passed"]:
+        message = (f"Teacher gate: the teacher scores {acc['teacher']:.1f}% on {bench} against the base's "
+                   f"{acc['base']:.1f}% ({gain:+.1f} points; the gate asks for more than {need:+.1f}), so the "
+                   f"students have no skill to inherit; train a stronger teacher (more steps or examples, another "
+                   f"learning rate) or set --config.gate.mode=warn to generate anyway.")
+        if mode == "stop":
+            raise TeacherGateError(message)
+        _say("[gate] WARNING " + message)
+    return gate
 
 
 def phase_report(run: Run, compare_runs: Optional[dict] = None) -> dict:
@@ -509,6 +554,7 @@ def run_pipeline(config: ConfigDict, run_dir: str, phase: str = "all", redo: Seq
                 continue
             status[name] = phase_train_teacher(run)
         elif name == "generate":
+            check_teacher_gate(run)
             status[name] = phase_generate(run)
         elif name == "train_student":
             status[name] = phase_train_student(run)
