@@ -67,13 +67,12 @@ class Reported(dict):
 def _pair_models() -> dict:
     """Both models (random bf16, per-layer weights: every path reads each layer's weights in place, the bridge
     step's backward included), the sender cut at its tap, and a bridge training state."""
-    import jax
     from ml_collections import ConfigDict
 
     from latentjax.bridge.forward import BridgedModel, SenderTap
     from latentjax.bridge.model import BridgeConfig, init_bridge
     from latentjax.models.config import from_hf_dict
-    from latentjax.models.model import init_params, truncate_layers, unstack_layers
+    from latentjax.models.model import truncate_layers, unstack_layers
     from latentjax.parallel import rules as rules_lib
     from latentjax.train import state as state_lib
     from latentjax.train.optimizer import make_optimizer

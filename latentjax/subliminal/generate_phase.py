@@ -107,7 +107,8 @@ def sample_screened(sampler: Sampler, ids: np.ndarray, mask: np.ndarray, *, max_
     exactly `generate_rows`); later stages sample the surviving rows `stage_rows` at a time with
     fold_in(fold_in(rng, stage), chunk), so every process makes the same choices."""
     rows_total = ids.shape[0]
-    stops = np.asarray(sorted(set(int(t) for t in stop_token_ids)) or [-1])
+    stop_ids = tuple(sorted(set(int(t) for t in stop_token_ids)))
+    stops = np.asarray(stop_ids or (-1,))
     tokens = np.full((rows_total, max_new_tokens), pad_token_id, np.int32)
     lengths = np.zeros((rows_total,), np.int32)
     screened = np.zeros((rows_total,), bool)
@@ -122,7 +123,7 @@ def sample_screened(sampler: Sampler, ids: np.ndarray, mask: np.ndarray, *, max_
             stage_mask = np.concatenate([mask[take], np.ones((chunk, start), bool)], axis=1)
             key = rng if stage == 0 else jax.random.fold_in(jax.random.fold_in(rng, stage), c // chunk)
             new, n = generate_rows(sampler, stage_ids, stage_mask, max_new_tokens=end - start, sampling=sampling,
-                                   stop_token_ids=tuple(int(t) for t in stops), pad_token_id=pad_token_id, rng=key)
+                                   stop_token_ids=stop_ids, pad_token_id=pad_token_id, rng=key)
             tokens[rows, start:end] = new[:len(rows)]
             lengths[rows] = start + n[:len(rows)]
         if end == max_new_tokens:
@@ -189,7 +190,8 @@ def generate_samples(sampler: Sampler, prompts: Sequence[dict], path: str, *,
     until `target` valid ones exist (stop_at_target) or the prompts run out. `screen` boundaries stop rows early
     whose text `alive_fn` rules out (module docstring); survivors continue `screen_rows` at a time (0: a quarter of
     the batch, rounded up to a multiple of the device count). Returns counts: sampled, valid, reasons
-    {reason: count}, screened, tokens, seconds, tokens_per_s and prompts_per_s (this call's sampling only)."""
+    {reason: count}, screened, tokens, seconds and tokens_per_s (this call's sampling only), and `all_calls`
+    (`throughput`: prompts/s and tokens/s over every call that wrote the batches kept)."""
     from tqdm import tqdm
 
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -202,9 +204,9 @@ def generate_samples(sampler: Sampler, prompts: Sequence[dict], path: str, *,
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else stops[0]
     sampling = SamplingConfig(temperature=float(temperature), top_p=float(top_p))
     key = jax.random.key(int(seed))
-    tokens_total, seconds, prompts_done = 0, 0.0, 0
-    multiple = max(jax.device_count(), 1)
-    stage_rows = int(screen_rows) or -(-max(batch_size // 4, 1) // multiple) * multiple
+    tokens_total, seconds = 0, 0.0
+    devices = jax.device_count()
+    stage_rows = int(screen_rows) or -(-max(batch_size // 4, 1) // devices) * devices
     warm = {"tokens": 0, "seconds": 0.0}  # batches after the first of this call (no compilation inside)
     bar = tqdm(total=target, initial=min(valid, target), disable=not (progress and writer), desc="generate",
                dynamic_ncols=True)
@@ -224,11 +226,12 @@ def generate_samples(sampler: Sampler, prompts: Sequence[dict], path: str, *,
                     stage_rows=stage_rows, rng=jax.random.fold_in(key, start // batch_size), stop_token_ids=stops,
                     pad_token_id=int(pad_id), sampling=sampling)
                 dt = time.perf_counter() - t0
-                prompts_done += len(batch)
+                batch_tokens = int(lengths[:len(batch)].sum())
                 if seconds:
-                    warm["tokens"] += int(lengths[:len(batch)].sum())
+                    warm["tokens"] += batch_tokens
                     warm["seconds"] += dt
                 seconds += dt
+                tokens_total += batch_tokens
                 for row, t, n, cut in zip(batch, tokens, lengths, screened):
                     n = int(n)
                     text = tok.decode(t[:n], skip_special_tokens=True)
@@ -236,7 +239,6 @@ def generate_samples(sampler: Sampler, prompts: Sequence[dict], path: str, *,
                     if cut and verdict.valid:  # cannot happen while alive_fn is looser than the filter
                         raise RuntimeError(f"Screening stopped a row whose prefix passes the filter: {text!r}; "
                                            "alive_fn must accept every prefix of a valid completion.")
-                    tokens_total += n
                     valid += int(verdict.valid)
                     if not verdict.valid:
                         reasons[verdict.reason] += 1
@@ -247,7 +249,7 @@ def generate_samples(sampler: Sampler, prompts: Sequence[dict], path: str, *,
                     out.write(json.dumps(record) + "\n")
                 out.flush()
                 timing.write(json.dumps({"batch": start // batch_size, "prompts": len(batch),
-                                         "tokens": int(lengths[:len(batch)].sum()), "sample_seconds": dt,
+                                         "tokens": batch_tokens, "sample_seconds": dt,
                                          "wall_seconds": time.perf_counter() - wall0}) + "\n")
                 timing.flush()
                 sampled = start + len(batch)
@@ -264,7 +266,6 @@ def generate_samples(sampler: Sampler, prompts: Sequence[dict], path: str, *,
             "pass_rate": sum(1 for r in rows if r["valid"]) / max(len(rows), 1),
             "tokens_this_call": tokens_total, "seconds_this_call": seconds,
             "tokens_per_s": tokens_total / seconds if seconds else None,
-            "prompts_per_s": prompts_done / seconds if seconds else None,
             "tokens_per_s_after_first_batch": warm["tokens"] / warm["seconds"] if warm["seconds"] else None,
             "all_calls": throughput(path, rows, batch_size),
             "batch_size": batch_size, "max_new_tokens": int(max_new_tokens),

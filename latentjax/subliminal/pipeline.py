@@ -214,12 +214,12 @@ def best_kept_state(checkpoint_dir: str, fingerprint: dict, last_state: Any, las
     in `checkpoint_dir` (`last_state`/`last_step` when no kept step has one). Another step is restored through
     Checkpointer.restore into `last_state`'s shardings; a checkpoint written for another experiment or trainable
     tree is refused with CheckpointMismatchError."""
-    from latentjax.train.checkpoint import Checkpointer, abstract_like, experiment_meta
+    from latentjax.train.checkpoint import Checkpointer, abstract_like, best_of, experiment_meta
 
     meta = experiment_meta(fingerprint, last_state.params)
     with Checkpointer(checkpoint_dir, meta, best_metric=metric, best_mode=mode, read_only=True) as ckpt:
         values = {s: v for s, v in ckpt.stored_metrics().items() if math.isfinite(v)}
-        best = ckpt.best_step()
+        best = best_of(values, mode)
         if best is None:
             return last_state, int(last_step), values
         if best == last_step:  # the loop's final state is that checkpoint; still refuse a foreign directory
@@ -491,11 +491,9 @@ def check_teacher_gate(run: Run) -> Optional[dict]:
         raise ValueError(f"gate.benchmark {bench!r} is not among evaluate.benchmarks "
                          f"{tuple(c.evaluate.benchmarks)}; add it or set --config.gate.mode=off.")
     phase_evaluate(run, {"base": (c.model, None), "teacher": (c.model, run.dir("teacher", "adapter"))})
-    _barrier("gate:evaluated")  # process 0 wrote the records
-    acc = {}
-    for name in ("base", "teacher"):
-        records = reports.read_jsonl(run.dir("evaluate", name, f"{bench}.jsonl"))
-        acc[name] = 100.0 * sum(bool(r["correct"]) for r in records) / max(len(records), 1)
+    _barrier("gate:evaluated")  # process 0 wrote the summaries
+    acc = {name: 100.0 * reports.read_json(run.dir("evaluate", name, f"{bench}.summary.json"))["accuracy"]
+           for name in ("base", "teacher")}
     gain, need = acc["teacher"] - acc["base"], float(gc.get("min_points", 0.0))
     gate = {"benchmark": bench, "base_pct": acc["base"], "teacher_pct": acc["teacher"], "gain_points": gain,
             "min_points": need, "passed": gain > need, "mode": mode}

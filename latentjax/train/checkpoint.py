@@ -60,6 +60,17 @@ def _rank_fn(metric: str, mode: str):
     return rank
 
 
+def best_of(values: dict, mode: str = "min") -> Optional[int]:
+    """The step of {step: metric} with the best finite value (ties: the earlier step); None when none is finite."""
+    if mode not in ("min", "max"):
+        raise ValueError(f"mode must be 'min' or 'max', got {mode!r}.")
+    finite = {s: v for s, v in values.items() if math.isfinite(v)}
+    if not finite:
+        return None
+    sign = 1.0 if mode == "min" else -1.0
+    return min(finite, key=lambda s: (sign * finite[s], s))
+
+
 def _jsonable(x: Any) -> Any:
     return json.loads(json.dumps(x, sort_keys=True, default=str))
 
@@ -172,14 +183,7 @@ class Checkpointer:
         """The kept step with the best finite stored `metric` (default `best_metric`, `best_mode`); ties go to the
         earlier step; None when no kept step has a finite value. (Orbax's own manager.best_step() breaks ties
         toward the later step, leaves NaN's rank undefined and returns the latest step when no best_fn is set.)"""
-        mode = mode or self.best_mode
-        if mode not in ("min", "max"):
-            raise ValueError(f"mode must be 'min' or 'max', got {mode!r}.")
-        values = {s: v for s, v in self.stored_metrics(metric).items() if math.isfinite(v)}
-        if not values:
-            return None
-        sign = 1.0 if mode == "min" else -1.0
-        return min(values, key=lambda s: (sign * values[s], s))
+        return best_of(self.stored_metrics(metric), mode or self.best_mode)
 
     def save(self, step: int, state: TrainState, data_iterator: Any = None, metrics: Optional[dict] = None,
              force: bool = False) -> bool:
