@@ -8,8 +8,8 @@ shapes of `shared/bench/hf_reference.py`:
          receiver answer 32 tokens, sender tapped at layer 31); one bridged request (64-token prompt, 24 receiver
          tokens, next-token argmax); one text-relay request (50 greedy sender tokens, then the receiver); batch-64
          sampling of 64 new tokens after a 64-token prompt (temperature 1, top-p 0.95);
-  lora   LoRA r=128 step on all seven projections, batch 4 x 512, without and with full rematerialisation
-         (benchmarks/lora_8b.py);
+  lora   LoRA r=128 step on all seven projections, batch 4 x 512, without rematerialisation and with the `lean`
+         policy (benchmarks/lora_8b.py);
   decode prefill tokens/s (batch 1 x 2048) and decode ms/token at batch 1 (greedy);
   ref    the reference script, whose figures the table divides ours by.
 Each part runs in its own process (PyTorch and JAX never share the GPU). Timings: warm-up, then the median of
@@ -72,19 +72,23 @@ def _pair_models() -> dict:
     from latentjax.bridge.forward import BridgedModel, SenderTap
     from latentjax.bridge.model import BridgeConfig, init_bridge
     from latentjax.models.config import from_hf_dict
-    from latentjax.models.model import truncate_layers, unstack_layers
+    from latentjax.models.model import fuse_projections, truncate_layers, unstack_layers
     from latentjax.parallel import rules as rules_lib
     from latentjax.train import state as state_lib
     from latentjax.train.optimizer import make_optimizer
 
     mesh, rules = rules_lib.single_device_mesh(), rules_lib.DEFAULT_RULES
-    # cuDNN fused attention where it applies (training and prefill: 1.38x prefill on the H100), else XLA's.
+    # cuDNN fused attention where it applies (training and prefill), XLA's for decode steps; the frozen models
+    # with fused q/k/v and gate/up projections (LATENTJAX_SUITE_FUSED=0: separate).
     common = dict(dtype="bfloat16", param_dtype="bfloat16", attention_impl="auto")
     sender_shape, receiver_shape = shapes()
     sender_cfg, sender = unstack_layers(*_init(from_hf_dict(sender_shape, **common), 1, mesh, rules))
     receiver_cfg, receiver = _init(from_hf_dict(receiver_shape, **common), 2, mesh, rules)
     if os.environ.get("LATENTJAX_SUITE_RECEIVER", "flat") == "flat":  # "scanned": session 2's bridge step
         receiver_cfg, receiver = unstack_layers(receiver_cfg, receiver)
+    if os.environ.get("LATENTJAX_SUITE_FUSED", "1") == "1":  # one q/k/v and one gate/up matmul per layer ("0": separate)
+        sender_cfg, sender = fuse_projections(sender_cfg, sender)
+        receiver_cfg, receiver = fuse_projections(receiver_cfg, receiver)
     tap = SenderTap.make(sender_cfg, min(31, sender_cfg.num_layers - 1))
     _, tapped = truncate_layers(sender_cfg, sender, tap.config.num_layers)
     tapped = {k: v for k, v in tapped.items() if k != "lm_head"}

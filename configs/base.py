@@ -61,7 +61,9 @@ def model_pair(sender="", receiver="", dtype="bfloat16") -> ConfigDict:
     """Two frozen decoders (HF folders) talking through a trainable module (bridge, translator)."""
     return ConfigDict(dict(sender=ConfigDict(dict(path=sender, dtype=dtype)),
                            receiver=ConfigDict(dict(path=receiver, dtype=dtype)),
-                           remat_policy="minimal", attention_impl="auto"))
+                           remat_policy="minimal", attention_impl="auto",
+                           # frozen models: one q/k/v and one gate/up matmul per layer (models.model.fuse_projections)
+                           fused_projections=True))
 
 
 def decoder(vocab_size=256, hidden_size=64, intermediate_size=128, num_layers=2, num_heads=4, num_kv_heads=2,

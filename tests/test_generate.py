@@ -142,3 +142,39 @@ def test_unstacked_layers_give_the_same_logits_hidden_states_and_generation(tiny
     a = generate(model.config, model.params, ids, mask, max_new_tokens=6)
     b = generate(flat.config, flat.params, ids, mask, max_new_tokens=6)
     np.testing.assert_array_equal(np.asarray(a.tokens), np.asarray(b.tokens))
+
+
+@pytest.mark.parametrize("variant,scan", [("llama31", False), ("llama_bias", True), ("mistral_window", False)])
+def test_fused_projections_give_the_same_logits_and_generation(tiny_dirs, variant, scan):
+    from latentjax.models.model import fuse_projections
+    from tests.conftest import relative_error
+
+    path = tiny_dirs[variant]
+    model = latentjax.from_pretrained(path, scan_layers=scan)
+    fused = latentjax.from_pretrained(path, scan_layers=scan, fused_projections=True)
+    layer = fused.params["layers"] if scan else fused.params["layers_0"]
+    assert set(layer["self_attn"]) == {"qkv_proj", "o_proj"} and set(layer["mlp"]) == {"gate_up_proj", "down_proj"}
+    cfg = model.config
+    assert layer["self_attn"]["qkv_proj"]["kernel"].shape[-1] == (cfg.num_heads + 2 * cfg.num_kv_heads) * cfg.head_dim
+    assert layer["mlp"]["gate_up_proj"]["kernel"].shape[-1] == 2 * cfg.intermediate_size
+    assert ("bias" in layer["self_attn"]["qkv_proj"]) == cfg.attention_bias
+    ids = np.random.RandomState(7).randint(3, cfg.vocab_size, (2, 10)).astype(np.int32)
+    mask = np.ones_like(ids)
+    mask[0, :4] = 0
+    assert relative_error(fused(ids, mask), model(ids, mask)) < 1e-5
+    # the same transform applied to loaded params, and a fused config passes through unchanged
+    cfg2, params2 = fuse_projections(model.config, model.params)
+    assert fuse_projections(cfg2, params2)[1] is params2
+    np.testing.assert_array_equal(np.asarray(jax.tree.leaves(params2)[0]), np.asarray(jax.tree.leaves(fused.params)[0]))
+    a = generate(model.config, model.params, ids, mask, max_new_tokens=5)
+    b = generate(fused.config, fused.params, ids, mask, max_new_tokens=5)
+    np.testing.assert_array_equal(np.asarray(a.tokens), np.asarray(b.tokens))
+
+
+def test_lora_refuses_a_fused_base(tiny_dirs):
+    from latentjax.lora.adapter import init_lora
+    from latentjax.lora.config import LoraConfig
+
+    fused = latentjax.from_pretrained(tiny_dirs["llama31"], fused_projections=True)
+    with pytest.raises(ValueError, match="fused_projections=False"):
+        init_lora(fused.config, LoraConfig(rank=2), jax.random.key(0))

@@ -176,3 +176,22 @@ def test_unrolled_layer_scan_gives_the_same_logits(tiny_dirs):
     scanned = np.asarray(latentjax.from_pretrained(tiny_dirs["llama31"])(ids))
     unrolled = np.asarray(latentjax.from_pretrained(tiny_dirs["llama31"], scan_unroll=3)(ids))
     assert relative_error(unrolled, scanned) < 1e-6
+
+
+def test_attention_auto_picks_cudnn_only_where_it_applies(monkeypatch):
+    import jax
+    import jax.numpy as jnp
+
+    from latentjax.models import decoder
+
+    q = lambda t, dtype=jnp.bfloat16, h=128: jnp.zeros((1, t, 4, h), dtype)  # noqa: E731
+    assert decoder.attention_implementation("auto", q(64), q(64)) == "xla"  # this CPU
+    assert decoder.attention_implementation("cudnn", q(1), q(8)) == "cudnn"  # an explicit choice stands
+    with pytest.raises(ValueError, match="attention_impl must be one of"):
+        decoder.attention_implementation("cuddn", q(64), q(64))
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    assert decoder.attention_implementation("auto", q(64), q(128)) == "cudnn"
+    assert decoder.attention_implementation("auto", q(1), q(128)) == "xla"  # a decode step: one query row
+    assert decoder.attention_implementation("auto", q(63), q(63)) == "xla"  # odd lengths: cuDNN's backward refuses
+    assert decoder.attention_implementation("auto", q(64, jnp.float32), q(64, jnp.float32)) == "xla"
+    assert decoder.attention_implementation("auto", q(64, h=12), q(64, h=12)) == "xla"

@@ -345,10 +345,12 @@ def _load(config: ConfigDict, which: str, mesh, rules, cache: Optional[dict] = N
     if not section.path:
         raise ValueError(f"config.model.{which}.path is empty; set --config.model.{which}.path to an HF folder.")
     impl = config.model.get("attention_impl", "auto")
-    key = (section.path, section.dtype, impl)
+    fused = bool(config.model.get("fused_projections", False))
+    key = (section.path, section.dtype, impl, fused)
     if cache is not None and key in cache:
         return cache[key]
-    model = from_pretrained(section.path, dtype=section.dtype, mesh=mesh, rules=rules, attention_impl=impl)
+    model = from_pretrained(section.path, dtype=section.dtype, mesh=mesh, rules=rules, attention_impl=impl,
+                            fused_projections=fused)
     if cache is not None:
         cache[key] = model
     return model

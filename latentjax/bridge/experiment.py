@@ -44,7 +44,8 @@ def task_from_config(config: ConfigDict):
 
 def load_models(config: ConfigDict, mesh: Mesh, rules) -> tuple[Any, Any]:
     m = config.model
-    common = dict(mesh=mesh, rules=rules, attention_impl=m.attention_impl)
+    common = dict(mesh=mesh, rules=rules, attention_impl=m.attention_impl,
+                  fused_projections=bool(m.get("fused_projections", False)))
     sender = from_pretrained(m.sender.path, dtype=m.sender.dtype, **common)
     receiver = from_pretrained(m.receiver.path, dtype=m.receiver.dtype, remat_policy=m.remat_policy, **common)
     return sender, receiver

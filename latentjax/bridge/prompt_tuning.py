@@ -178,7 +178,8 @@ def build(config: ConfigDict, mesh: Mesh) -> Experiment:
     task = task_from_config(config)
     m = config.model.receiver
     receiver = from_pretrained(m.path, dtype=m.dtype, mesh=mesh, rules=rules,
-                               remat_policy=config.model.remat_policy, attention_impl=config.model.attention_impl)
+                               remat_policy=config.model.remat_policy, attention_impl=config.model.attention_impl,
+                               fused_projections=bool(config.model.get("fused_projections", False)))
     tok = receiver.tokenizer
     if pt.output_scale not in ("embedding_median_rms", "fixed"):
         raise ValueError(f"prompt_tuning.output_scale must be embedding_median_rms or fixed, got {pt.output_scale!r}.")

@@ -49,23 +49,23 @@ def _generate(params, input_ids, attention_mask, inputs_embeds, rng, *, apply_fn
         out = apply_fn(params, input_ids, attention_mask, None, inputs_embeds, cache)
         stops = jnp.asarray(stop_token_ids or (-1,), jnp.int32)
 
-        def cond(state):
-            i, _, _, done, _, _ = state
-            return (i < max_new_tokens) & ~jnp.all(done)
+        def choose(i, logits, done, tokens, rng):  # token i of every row from the logits that predict it
+            rng, key = jax.random.split(rng)
+            tok = jnp.where(done, pad_token_id, sample(logits, key, sampling))
+            return tok, done | jnp.isin(tok, stops), tokens.at[:, i].set(tok), rng
 
         def body(state):
             i, cache, logits, done, tokens, rng = state
-            rng, key = jax.random.split(rng)
-            tok = sample(logits, key, sampling)
-            tok = jnp.where(done, pad_token_id, tok)
-            tokens = tokens.at[:, i].set(tok)
-            done = done | jnp.isin(tok, stops)
+            tok, done, tokens, rng = choose(i, logits, done, tokens, rng)
             step = apply_fn(params, tok[:, None], jnp.ones((batch, 1), bool), None, None, cache)
             return i + 1, step.cache, step.logits[:, -1], done, tokens, rng
 
+        # The loop runs the model after each token but the last: token max_new_tokens - 1 needs no forward after it.
         tokens = jnp.full((batch, max_new_tokens), pad_token_id, jnp.int32)
         state = (jnp.zeros((), jnp.int32), out.cache, out.logits[:, -1], jnp.zeros((batch,), bool), tokens, rng)
-        _, _, _, _, tokens, _ = jax.lax.while_loop(cond, body, state)
+        state = jax.lax.while_loop(lambda s: (s[0] < max_new_tokens - 1) & ~jnp.all(s[3]), body, state)
+        i, _, logits, done, tokens, rng = state
+        tokens = choose(i, logits, done, tokens, rng)[2]  # all rows done: writes pad where pad already is
     is_stop = jnp.isin(tokens, stops)
     first_stop = jnp.where(jnp.any(is_stop, axis=1), jnp.argmax(is_stop, axis=1) + 1, max_new_tokens)
     return GenerationOutput(tokens=tokens, lengths=first_stop.astype(jnp.int32))

@@ -31,10 +31,17 @@ LORA_COLLECTION = "lora"
 DROPOUT_COLLECTION = "lora_dropout"
 
 
+def _require_separate_projections(config: DecoderConfig) -> None:
+    if config.fused_projections:
+        raise ValueError("LoRA adapts the separate q/k/v/gate/up projections, but this base model was loaded with "
+                         "fused_projections=True; load it with fused_projections=False (the default).")
+
+
 def _base_kernels(config: DecoderConfig) -> dict:
     """Abstract, logically annotated kernel of every layer projection: proj -> nn.LogicallyPartitioned([L, in, out])."""
     from latentjax.models.model import abstract_params
 
+    _require_separate_projections(config)
     layers = abstract_params(config)["layers"]
     return {proj: layers[block][proj]["kernel"] for proj, block in LAYER_PROJECTIONS.items()}
 
@@ -119,6 +126,7 @@ def lora_apply(model_config: DecoderConfig, base_params: Any, lora_params: Any, 
     """`Decoder(model_config).apply` with the adapter applied; `*args, **kwargs` are the decoder's (input_ids,
     attention_mask, positions, inputs_embeds, cache, ...). Dropout runs when `deterministic=False` (needs `rng`).
     Pure and jittable; call inside `rules_lib.axis_rules(...)` as for the plain decoder."""
+    _require_separate_projections(model_config)
     lora_params = rules_lib.unbox(lora_params)
     variables = {"params": base_params, LORA_COLLECTION: lora_params}
     if not deterministic and lora_cfg.dropout > 0.0:

@@ -55,11 +55,16 @@ class DecoderConfig:
     dtype: str = "float32"  # compute dtype
     param_dtype: str = "float32"
     remat_policy: str = "none"  # none | full | minimal | lean | save_dots
-    attention_impl: str = "xla"  # xla | cudnn | auto (jax.nn.dot_product_attention's implementation argument)
+    attention_impl: str = "auto"  # xla | cudnn | auto (cuDNN where it applies: decoder.attention_implementation)
     scan_unroll: int = 1  # layers per scan iteration (num_layers = fully unrolled)
     # False: one parameter subtree per layer (`layers_0`, ...; see models.model.unstack_layers), run as straight-line
     # code. Decoding reads each layer's weights in place instead of slicing them out of a stacked array in a loop.
     scan_layers: bool = True
+    # True: q/k/v in one projection ([embed, kv_heads, q_per_kv + 2, head_dim], each kv head beside its queries) and
+    # gate/up in one ([embed, 2, mlp]); see models.model.fuse_projections. One wide matmul reads the weights once; a
+    # batch-1 decode step otherwise lowers the narrow k/v products to slow multiply-reduce kernels. Inference and
+    # frozen models only (LoRA adapts the separate projections).
+    fused_projections: bool = False
 
     def replace(self, **kw) -> "DecoderConfig":
         return dataclasses.replace(self, **kw)

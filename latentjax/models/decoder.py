@@ -92,6 +92,20 @@ def make_attention_mask(q_pos: Array, kv_pos: Array, kv_valid: Array, window: Op
     return allowed[:, None]
 
 
+def attention_implementation(choice: str, q: Array, k: Array) -> str:
+    """`jax.nn.dot_product_attention`'s implementation for `choice` (xla | cudnn | auto). "auto" picks cuDNN's fused
+    kernel where it applies (a GPU, several query positions, even lengths, head_dim <= 256 and a multiple of 8,
+    bf16/fp16) and XLA's elsewhere; jax's own default (implementation=None) is always XLA's."""
+    if choice not in ("auto", "xla", "cudnn"):
+        raise ValueError(f"attention_impl must be one of xla, cudnn, auto; got {choice!r}.")
+    if choice != "auto":
+        return choice
+    t, s, h = q.shape[1], k.shape[1], q.shape[-1]
+    fused = (jax.default_backend() == "gpu" and t > 1 and t % 2 == 0 and s % 2 == 0 and h <= 256 and h % 8 == 0
+             and q.dtype in (jnp.bfloat16, jnp.float16) and k.dtype == q.dtype)
+    return "cudnn" if fused else "xla"
+
+
 class Attention(nn.Module):
     config: DecoderConfig
 
@@ -99,13 +113,23 @@ class Attention(nn.Module):
     def __call__(self, x, cos, sin, mask, cache_kv, cache_index, layer_id):
         cfg = self.config
         b, t, _ = x.shape
-        q = _dense(cfg.num_heads * cfg.head_dim, ("embed", "heads"), cfg.attention_bias, cfg, "q_proj")(x)
-        k = _dense(cfg.num_kv_heads * cfg.head_dim, ("embed", "kv_heads"), cfg.attention_bias, cfg, "k_proj")(x)
-        v = _dense(cfg.num_kv_heads * cfg.head_dim, ("embed", "kv_heads"), cfg.attention_bias, cfg, "v_proj")(x)
-        q, k, v = (checkpoint_name(a, "qkv") for a in (q, k, v))
-        q = q.reshape(b, t, cfg.num_heads, cfg.head_dim)
-        k = k.reshape(b, t, cfg.num_kv_heads, cfg.head_dim)
-        v = v.reshape(b, t, cfg.num_kv_heads, cfg.head_dim)
+        if cfg.fused_projections:
+            # columns ordered [kv head, its `group` queries then its key then its value, head_dim]: sharding the
+            # kv-head axis keeps each group's q/k/v on one device
+            group = cfg.num_heads // cfg.num_kv_heads
+            qkv = _dense(cfg.num_kv_heads * (group + 2) * cfg.head_dim, ("embed", "kv_heads"), cfg.attention_bias,
+                         cfg, "qkv_proj")(x).reshape(b, t, cfg.num_kv_heads, group + 2, cfg.head_dim)
+            q = qkv[:, :, :, :group].reshape(b, t, cfg.num_heads, cfg.head_dim)  # head h uses kv head h // group
+            k, v = qkv[:, :, :, group], qkv[:, :, :, group + 1]
+            q, k, v = (checkpoint_name(a, "qkv") for a in (q, k, v))
+        else:
+            q = _dense(cfg.num_heads * cfg.head_dim, ("embed", "heads"), cfg.attention_bias, cfg, "q_proj")(x)
+            k = _dense(cfg.num_kv_heads * cfg.head_dim, ("embed", "kv_heads"), cfg.attention_bias, cfg, "k_proj")(x)
+            v = _dense(cfg.num_kv_heads * cfg.head_dim, ("embed", "kv_heads"), cfg.attention_bias, cfg, "v_proj")(x)
+            q, k, v = (checkpoint_name(a, "qkv") for a in (q, k, v))
+            q = q.reshape(b, t, cfg.num_heads, cfg.head_dim)
+            k = k.reshape(b, t, cfg.num_kv_heads, cfg.head_dim)
+            v = v.reshape(b, t, cfg.num_kv_heads, cfg.head_dim)
         q = rope_lib.apply_rope(q, cos, sin)
         k = rope_lib.apply_rope(k, cos, sin)
         q = nn.with_logical_constraint(q, ("batch", "length", "act_heads", "head_dim"))
@@ -127,7 +151,7 @@ class Attention(nn.Module):
                 cv = jax.lax.dynamic_update_slice(cv, v.astype(cv.dtype), start)
                 new_cache = (ck, cv)
                 k, v = ck.astype(q.dtype), cv.astype(q.dtype)
-        impl = None if cfg.attention_impl == "auto" else cfg.attention_impl
+        impl = attention_implementation(cfg.attention_impl, q, k)
         out = jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=impl)
         out = checkpoint_name(out.reshape(b, t, cfg.num_heads * cfg.head_dim), "attn_ctx")
         out = _dense(cfg.hidden_size, ("heads", "embed"), cfg.attention_bias, cfg, "o_proj")(out)
@@ -140,8 +164,13 @@ class MLP(nn.Module):
     @nn.compact
     def __call__(self, x):
         cfg = self.config
-        gate = _dense(cfg.intermediate_size, ("embed", "mlp"), cfg.mlp_bias, cfg, "gate_proj")(x)
-        up = _dense(cfg.intermediate_size, ("embed", "mlp"), cfg.mlp_bias, cfg, "up_proj")(x)
+        if cfg.fused_projections:  # columns [mlp, (gate, up)]: sharding the mlp axis keeps each pair together
+            gate_up = _dense(2 * cfg.intermediate_size, ("embed", "mlp"), cfg.mlp_bias, cfg, "gate_up_proj")(x)
+            gate_up = gate_up.reshape(gate_up.shape[:-1] + (cfg.intermediate_size, 2))
+            gate, up = gate_up[..., 0], gate_up[..., 1]
+        else:
+            gate = _dense(cfg.intermediate_size, ("embed", "mlp"), cfg.mlp_bias, cfg, "gate_proj")(x)
+            up = _dense(cfg.intermediate_size, ("embed", "mlp"), cfg.mlp_bias, cfg, "up_proj")(x)
         h = checkpoint_name(nn.silu(gate) * up, "mlp_in")
         h = nn.with_logical_constraint(h, ("batch", "length", "act_mlp"))
         out = _dense(cfg.hidden_size, ("mlp", "embed"), cfg.mlp_bias, cfg, "down_proj")(h)

@@ -69,6 +69,35 @@ def unstack_layers(config: DecoderConfig, params: Any, mesh: Optional[Mesh] = No
     return flat, jax.jit(split, out_shardings=shardings)(params)
 
 
+def fuse_projections(config: DecoderConfig, params: Any, mesh: Optional[Mesh] = None,
+                     rules=rules_lib.DEFAULT_RULES) -> tuple[DecoderConfig, Any]:
+    """Separate q/k/v and gate/up projections -> one `qkv_proj` and one `gate_up_proj` per layer
+    (`fused_projections=True`; stacked or per-layer alike). The same function of the input: each output column is the
+    same weight column, only regrouped. A new set of buffers, sharded by the same rules."""
+    if config.fused_projections:
+        return config, params
+    fused = config.replace(fused_projections=True)
+    kv, group, hd = config.num_kv_heads, config.num_heads // config.num_kv_heads, config.head_dim
+
+    def layer(p):
+        attn, mlp = dict(p["self_attn"]), dict(p["mlp"])
+        q, k, v = (attn.pop(n) for n in ("q_proj", "k_proj", "v_proj"))
+        gate, up = mlp.pop("gate_proj"), mlp.pop("up_proj")
+        # q columns are head-major (head h = kv head h // group, then its slot in the group): [.., kv, group, hd]
+        heads = lambda a, n: a.reshape(a.shape[:-1] + (kv, n, hd))  # noqa: E731
+        attn["qkv_proj"] = {f: jnp.concatenate([heads(q[f], group), heads(k[f], 1), heads(v[f], 1)], axis=-2)
+                            .reshape(q[f].shape[:-1] + (-1,)) for f in q}
+        mlp["gate_up_proj"] = {f: jnp.stack([gate[f], up[f]], axis=-1).reshape(gate[f].shape[:-1] + (-1,))
+                               for f in gate}
+        return dict(p, self_attn=attn, mlp=mlp)
+
+    def fuse(p):
+        return {k: (layer(v) if k == "layers" or k.startswith("layers_") else v) for k, v in p.items()}
+
+    mesh = mesh or rules_lib.single_device_mesh()
+    return fused, jax.jit(fuse, out_shardings=param_shardings(fused, mesh, rules))(params)
+
+
 @dataclasses.dataclass
 class LanguageModel:
     """A decoder with its parameters. Calling it returns float32 logits [batch, seq, vocab]."""
@@ -157,7 +186,8 @@ def from_pretrained(path: str, dtype: str = "float32", mesh: Optional[Mesh] = No
                     **config_overrides: Any) -> LanguageModel:
     """Load an HF Llama/Mistral folder. `dtype` is the compute dtype; parameters are stored in `param_dtype`
     (default: same as `dtype`). Extra keyword arguments override DecoderConfig fields (e.g. remat_policy; use
-    scan_layers=False for generation-heavy work: per-layer weights, faster decoding, briefly twice the memory)."""
+    scan_layers=False for generation-heavy work: per-layer weights, faster decoding, briefly twice the memory; and
+    fused_projections=True for frozen models: one q/k/v and one gate/up matmul per layer)."""
     if not os.path.isdir(path):
         raise FileNotFoundError(f"Model folder {path!r} does not exist.")
     config = load_hf_config(path, dtype=dtype, param_dtype=param_dtype or dtype, **config_overrides)
@@ -165,9 +195,15 @@ def from_pretrained(path: str, dtype: str = "float32", mesh: Optional[Mesh] = No
     from latentjax.parallel.mesh import check_model_fits_mesh
 
     check_model_fits_mesh(config, mesh, rules)
-    stacked = config.replace(scan_layers=True)  # checkpoints load stacked; scan_layers=False splits them after
+    # Checkpoints load stacked and separate; scan_layers=False splits the layers and fused_projections=True joins the
+    # projections afterwards.
+    stacked = config.replace(scan_layers=True, fused_projections=False)
     boxed = abstract_params(stacked)
     params = load_params(path, stacked, rules_lib.unbox(boxed), rules_lib.shardings_of(boxed, mesh, rules))
+    loaded = stacked
     if not config.scan_layers:
-        config, params = unstack_layers(stacked, params, mesh, rules)
+        loaded, params = unstack_layers(loaded, params, mesh, rules)
+    if config.fused_projections:
+        loaded, params = fuse_projections(loaded, params, mesh, rules)
+    config = loaded
     return LanguageModel(config=config, params=params, mesh=mesh, rules=rules, path=path)

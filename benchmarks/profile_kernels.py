@@ -1,0 +1,269 @@
+"""Per-kernel GPU profiles of the suite's workloads: where the time goes that the floors do not explain.
+
+    python benchmarks/profile_kernels.py --out $OUT [--only request,decode_b1,sample_b64,step_b64]
+
+Builds the suite's models (`suite._pair_models`), compiles and warms each workload, then records a few runs under
+`jax.profiler.trace` and reads the Perfetto trace back: per workload, the wall time per run, the span and busy time
+of the GPU's kernels (busy = union of kernel intervals; span - busy = gaps between kernels), kernels per run, the
+time per kernel category (matmul, attention, copy, other fusions) and the heaviest kernels. The table is printed
+last and written as $OUT/profile_kernels.json; the raw traces stay under $OUT/traces when --keep_traces.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import glob
+import gzip
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import suite  # noqa: E402  (the suite's models and timing rule)
+
+CATEGORIES = (  # first match wins; names are XLA fusion names, cuBLAS/cuDNN kernel names or Triton kernels
+    ("attention", ("cudnn", "fmha", "flash", "sdpa", "attention")),
+    ("matmul", ("gemm", "xmma", "cutlass", "nvjet", "cublas", "matmul", "dot")),
+    ("copy", ("memcpy", "memset", "copy", "dynamic_update_slice", "dynamic-update-slice")),
+    ("reduction", ("reduce", "softmax", "argmax")),
+)
+
+
+def category(name: str) -> str:
+    low = name.lower()
+    for cat, keys in CATEGORIES:
+        if any(k in low for k in keys):
+            return cat
+    return "other"
+
+
+def read_trace(trace_dir: str) -> tuple[list[dict], list[dict]]:
+    """(kernels, xla_ops): complete ("X") events of the GPU's stream lines, and of its "XLA Ops" line (HLO names,
+    when the trace has one), from the Perfetto JSON under `trace_dir`."""
+    paths = glob.glob(os.path.join(trace_dir, "**", "*.trace.json.gz"), recursive=True)
+    if not paths:
+        raise FileNotFoundError(f"no *.trace.json.gz under {trace_dir}: was the trace written with "
+                                "create_perfetto_trace=True?")
+    with gzip.open(sorted(paths)[-1], "rt") as f:
+        events = json.load(f)["traceEvents"]
+    meta = lambda kind: {(e["pid"], e.get("tid")) if kind == "thread_name" else e["pid"]:  # noqa: E731
+                         e.get("args", {}).get("name", "") for e in events
+                         if e.get("ph") == "M" and e.get("name") == kind}
+    processes, threads = meta("process_name"), meta("thread_name")
+    gpu = {pid for pid, name in processes.items() if "gpu" in name.lower() or "device:" in name.lower()}
+    done = [e for e in events if e.get("ph") == "X" and e.get("pid") in gpu and "dur" in e]
+    line = lambda e: threads.get((e["pid"], e.get("tid")), "")  # noqa: E731
+    kernels = [e for e in done if line(e).lower().startswith("stream")]
+    return kernels, [e for e in done if line(e) == "XLA Ops"]
+
+
+def summarize(kernels: list[dict], runs: int, wall_ms: float, top: int = 12, xla_ops: tuple = ()) -> dict:
+    """Per run: span, busy, gaps, kernel count, category ms, the `top` heaviest kernel names (and HLO ops)."""
+    if not kernels:
+        return {"wall_ms": wall_ms, "kernels": 0}
+    spans = sorted((e["ts"], e["ts"] + e["dur"]) for e in kernels)  # microseconds
+    busy, idle_short, (cur_start, cur_end) = 0.0, 0.0, spans[0]
+    for s, e in spans[1:]:
+        if s > cur_end:
+            busy += cur_end - cur_start
+            if s - cur_end < 500:  # a gap inside a run; longer ones are the host between runs
+                idle_short += s - cur_end
+            cur_start, cur_end = s, e
+        else:
+            cur_end = max(cur_end, e)
+    busy += cur_end - cur_start
+    span = spans[-1][1] - spans[0][0]
+    by_cat, by_name = collections.Counter(), _totals(kernels)
+    count = collections.Counter(e["name"] for e in kernels)
+    for e in kernels:
+        by_cat[category(e["name"])] += e["dur"]
+    per = lambda us: round(us / runs / 1e3, 3)  # noqa: E731  (microseconds in total -> ms per run)
+    return {
+        "wall_ms": round(wall_ms, 3),
+        "gpu_span_ms": per(span), "gpu_busy_ms": per(busy), "gaps_ms": per(span - busy),
+        "gaps_under_500us_ms": per(idle_short),
+        "kernels_per_run": round(len(kernels) / runs, 1),
+        "category_ms": {k: per(v) for k, v in by_cat.most_common()},
+        "top": [{"name": n[:120], "ms": per(us), "calls": round(count[n] / runs, 1), "category": category(n)}
+                for n, us in by_name.most_common(top)],
+        "top_hlo_ops": [{"name": n[:120], "ms": per(us)} for n, us in _totals(xla_ops).most_common(top)],
+    }
+
+
+def _totals(events) -> collections.Counter:
+    out = collections.Counter()
+    for e in events:
+        out[e["name"]] += e["dur"]
+    return out
+
+
+def profile(name: str, fn, runs: int, out: dict, keep: str = "") -> None:
+    import jax
+
+    jax.block_until_ready(fn())  # compile
+    jax.block_until_ready(fn())  # warm
+    wall = suite.median_time(fn, warm=0, reps=max(3, runs))
+    trace_dir = tempfile.mkdtemp(prefix=f"trace_{name}_")
+    with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
+        for _ in range(runs):
+            jax.block_until_ready(fn())
+    kernels, xla_ops = read_trace(trace_dir)
+    out[name] = summarize(kernels, runs, wall * 1e3, xla_ops=xla_ops)
+    if keep:
+        for path in glob.glob(os.path.join(trace_dir, "**", "*.trace.json.gz"), recursive=True):
+            shutil.copy(path, os.path.join(keep, f"{name}.trace.json.gz"))
+    shutil.rmtree(trace_dir, ignore_errors=True)
+    print("PROFILE " + json.dumps({name: out[name]}), flush=True)
+
+
+def workloads(m: dict, rs) -> dict:
+    """name -> (zero-argument function returning device arrays, runs under the profiler)."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from latentjax.bridge.batching import BATCH_AXES
+    from latentjax.inference.generate import generate
+    from latentjax.inference.sampling import SamplingConfig
+    from latentjax.parallel import rules as rules_lib
+    from latentjax.train.step import make_train_step
+
+    mesh, rules = m["mesh"], m["rules"]
+    sender_cfg, sender = m["sender_cfg"], m["sender"]
+    sv, rv = sender_cfg.vocab_size - 256, m["receiver_cfg"].vocab_size - 256
+    out = {}
+
+    step = make_train_step(m["model"].loss, m["optimizer"], m["mesh"], m["rules"], m["shardings"], BATCH_AXES, 1)
+
+    def bridge_step(batch):
+        k, answer, sender_len = 16, 32, 128
+        b = {"sender_input_ids": rs.randint(0, sv, (batch, sender_len)).astype(np.int32),
+             "sender_attention_mask": np.ones((batch, sender_len), np.int32),
+             "receiver_input_ids": rs.randint(0, rv, (batch, k + answer)).astype(np.int32),
+             "receiver_attention_mask": np.ones((batch, k + answer), np.int32),
+             "receiver_loss_mask": np.concatenate([np.zeros((batch, k)), np.ones((batch, answer))], 1
+                                                  ).astype(np.int32),
+             "soft_start": np.zeros((batch,), np.int32)}
+
+        def one():
+            m["state"], metrics = step(m["state"], m["frozen"], b)
+            return metrics["loss"]
+        return one
+
+    out["step_b64"] = (bridge_step(64), 2)
+    out["step_b8"] = (bridge_step(8), 3)
+
+    serve = m["model"]
+    ids = jnp.asarray(rs.randint(0, sv, (1, 64)), jnp.int32)
+    rid = jnp.asarray(rs.randint(0, rv, (1, 24)), jnp.int32)
+    ones = lambda n: jnp.ones((1, n), jnp.int32)  # noqa: E731
+
+    def bridged_request(params, frozen, ids, rid):
+        with rules_lib.axis_rules(rules):
+            soft = serve.soft_tokens(params, frozen, ids, ones(64)).soft_tokens.astype(jnp.bfloat16)
+            x = jnp.concatenate([soft, serve.receiver_embed(frozen, rid)], axis=1)
+            return jnp.argmax(serve.receiver_logits(frozen, x, ones(16 + 24))[:, -1], -1)
+
+    def request(options=None):
+        fn = jax.jit(bridged_request, compiler_options=options)
+
+        def run():
+            with jax.set_mesh(mesh):
+                return fn(m["state"].params, m["frozen"], ids, rid)
+        return run
+
+    out["request"] = (request(), 5)
+    # XLA captures the whole request in one CUDA graph: its launch is the host time the GPU waits for
+    out["request_nocmdbuf"] = (request({"xla_gpu_enable_command_buffer": ""}), 5)
+    prompt = jnp.asarray(rs.randint(0, sv, (1, 128)), jnp.int32)
+    greedy_cfg = sender_cfg.replace(attention_impl="xla")
+    out["decode_b1"] = (lambda: generate(greedy_cfg, sender, prompt, max_new_tokens=32, mesh=mesh,
+                                         rules=rules).tokens, 1)
+    prompts = jnp.asarray(rs.randint(0, sv, (64, 64)), jnp.int32)
+    hot = SamplingConfig(temperature=1.0, top_p=0.95)
+    out["sample_b64"] = (lambda: generate(sender_cfg, sender, prompts, max_new_tokens=64, sampling=hot,
+                                          rng=jax.random.key(0), mesh=mesh, rules=rules).tokens, 1)
+
+    return out
+
+
+def cudnn_parity(m: dict, rs) -> dict:
+    """Sender logits [2, 128] in bf16 with XLA's and with cuDNN's attention, each against the float32 forward
+    (max |a - b| / max |b|): whether cuDNN's bf16 error is of the size of XLA's bf16 error."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    if jax.default_backend() != "gpu":
+        return {"skipped": "cuDNN needs a GPU"}
+    ids = rs.randint(0, m["sender_cfg"].vocab_size - 256, (2, 128)).astype(np.int32)
+
+    def logits(cfg, params):
+        fwd = jax.jit(lambda p, i: suite._decoder_logits(cfg, m["rules"], p, i))
+        with jax.set_mesh(m["mesh"]):
+            return np.asarray(fwd(params, ids), np.float64)
+
+    base = m["sender_cfg"]
+    f32 = base.replace(dtype="float32", param_dtype="float32", attention_impl="xla")
+    params32 = jax.jit(lambda p: jax.tree.map(lambda a: a.astype(jnp.float32), p))(m["sender"])
+    ref = logits(f32, params32)
+    del params32
+    err = lambda a: float(np.max(np.abs(a - ref)) / np.max(np.abs(ref)))  # noqa: E731
+    out = {f"rel_error_vs_f32_{impl}": err(logits(base.replace(attention_impl=impl), m["sender"]))
+           for impl in ("xla", "cudnn")}
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", default=os.environ.get("OUT", "."))
+    parser.add_argument("--only", default="request,decode_b1,sample_b64,step_b64,step_b8")
+    parser.add_argument("--tag", default="", help="suffix of the JSON file (e.g. the XLA flags' variant name)")
+    parser.add_argument("--no_trace", action="store_true", help="time only (no profiler)")
+    parser.add_argument("--keep_traces", action="store_true")
+    args = parser.parse_args()
+    import numpy as np
+
+    os.makedirs(args.out, exist_ok=True)
+    keep = ""
+    if args.keep_traces:
+        keep = os.path.join(args.out, "traces")
+        os.makedirs(keep, exist_ok=True)
+    start = time.perf_counter()
+    m = suite._pair_models()
+    res = {"build_s": round(time.perf_counter() - start, 1), "xla_flags": os.environ.get("XLA_FLAGS", "")}
+    jobs = workloads(m, np.random.RandomState(0))
+    path = os.path.join(args.out, f"profile_kernels{('_' + args.tag) if args.tag else ''}.json")
+    for name in args.only.split(","):
+        if name == "cudnn_parity":
+            res[name] = cudnn_parity(m, np.random.RandomState(1))
+            print("PROFILE " + json.dumps({name: res[name]}), flush=True)
+            continue
+        fn, runs = jobs[name]
+        if args.no_trace:
+            import jax
+            jax.block_until_ready(fn())
+            res[name] = {"wall_ms": round(suite.median_time(fn, warm=1, reps=max(3, runs)) * 1e3, 3)}
+            print("PROFILE " + json.dumps({name: res[name]}), flush=True)
+        else:
+            profile(name, fn, runs, res, keep)
+        with open(path, "w") as f:
+            json.dump(res, f, indent=1)
+    print(f"\n| workload{(' (' + args.tag + ')') if args.tag else ''} | wall ms | GPU span ms | busy ms | gaps ms | "
+          "short gaps ms | kernels | matmul ms | attention ms | other ms |\n|---|---|---|---|---|---|---|---|---|---|")
+    for name in args.only.split(","):
+        r = res[name]
+        if name == "cudnn_parity":
+            print(f"| {name} | {r} |")
+            continue
+        c = r.get("category_ms", {})
+        print(f"| {name} | {r['wall_ms']} | {r.get('gpu_span_ms', '')} | {r.get('gpu_busy_ms', '')} | "
+              f"{r.get('gaps_ms', '')} | {r.get('gaps_under_500us_ms', '')} | {r.get('kernels_per_run', '')} | {c.get('matmul', '')} | "
+              f"{c.get('attention', '')} | {round(sum(v for k, v in c.items() if k not in ('matmul', 'attention')), 3)} |")
+
+
+if __name__ == "__main__":
+    main()
