@@ -32,32 +32,34 @@ BATCH, SEQ, RANK = 4, 512, 128
 SMOKE = dict(batch=2, seq=48, rank=8, steps=4)  # --scale smoke: a tiny float32 shape any CPU runs in seconds
 
 
-def parse_case(case: str) -> tuple[str, str, int, str]:
-    """"minimal:auto:chunk=128" -> ("minimal", "auto", 128, "fused"); attention defaults to "xla", chunk to 0 (off),
-    backward to "fused"."""
+def parse_case(case: str) -> tuple[str, str, int, str, str]:
+    """"minimal:auto:chunk=128" -> ("minimal", "auto", 128, "fused", "scanned"); attention defaults to "xla", chunk
+    to 0 (off), backward to "fused", layers to "scanned" ("flat": per-layer base weights, scan_layers=False)."""
     parts = case.split(":")
     remat, attention = parts[0], (parts[1] if len(parts) > 1 and parts[1] else "xla")
-    opts = {"chunk": "0", "backward": "fused"}
+    opts = {"chunk": "0", "backward": "fused", "layers": "scanned"}
     for opt in parts[2:]:
         key, _, value = opt.partition("=")
         if key not in opts or (key == "chunk" and not value.isdigit()) or \
-                (key == "backward" and value not in ("fused", "recompute")):
+                (key == "backward" and value not in ("fused", "recompute")) or \
+                (key == "layers" and value not in ("scanned", "flat")):
             raise ValueError(f"Unknown case option {opt!r} in {case!r}; expected "
-                             "remat[:attention[:chunk=N[:backward=fused|recompute]]].")
+                             "remat[:attention[:chunk=N][:backward=fused|recompute][:layers=scanned|flat]].")
         opts[key] = value
-    return remat, attention, int(opts["chunk"]), opts["backward"]
+    return remat, attention, int(opts["chunk"]), opts["backward"], opts["layers"]
 
 
-def shape_config(remat: str, attention: str = "xla", scale: str = "8b"):
+def shape_config(remat: str, attention: str = "xla", scale: str = "8b", layers: str = "scanned"):
     from latentjax.models.config import DecoderConfig, RopeConfig
 
     if scale == "smoke":
         return DecoderConfig(vocab_size=1000, hidden_size=64, intermediate_size=96, num_layers=2, num_heads=4,
-                             num_kv_heads=2, head_dim=16, remat_policy=remat, attention_impl="xla")
+                             num_kv_heads=2, head_dim=16, remat_policy=remat, attention_impl="xla",
+                             scan_layers=layers == "scanned")
     return DecoderConfig(
         vocab_size=128256, hidden_size=4096, intermediate_size=14336, num_layers=32, num_heads=32, num_kv_heads=8,
         head_dim=128, rope=RopeConfig(theta=500000.0, rope_type="llama3", factor=8.0), dtype="bfloat16",
-        param_dtype="bfloat16", remat_policy=remat, attention_impl=attention)
+        param_dtype="bfloat16", remat_policy=remat, attention_impl=attention, scan_layers=layers == "scanned")
 
 
 def flops_per_step(cfg, batch: int = BATCH, seq: int = SEQ, rank: int = RANK) -> float:
@@ -72,7 +74,8 @@ def flops_per_step(cfg, batch: int = BATCH, seq: int = SEQ, rank: int = RANK) ->
     return 4 * n_matmul * tokens + 6 * lora * tokens + attention
 
 
-def _setup(remat: str, attention: str, loss_chunk: int, backward: str, scale: str, abstract: bool = False):
+def _setup(remat: str, attention: str, loss_chunk: int, backward: str, layers: str, scale: str,
+           abstract: bool = False):
     """(cfg, dims, mesh, rules, base params, state, step, batch); abstract=True: shapes only, nothing allocated."""
     import jax
     import jax.numpy as jnp
@@ -87,7 +90,7 @@ def _setup(remat: str, attention: str, loss_chunk: int, backward: str, scale: st
     from latentjax.train.state import abstract_state, init_state, state_shardings
     from latentjax.train.step import make_train_step
 
-    cfg = shape_config(remat, attention, scale)
+    cfg = shape_config(remat, attention, scale, layers)
     batch_size, seq, rank = (SMOKE["batch"], SMOKE["seq"], SMOKE["rank"]) if scale == "smoke" else (BATCH, SEQ, RANK)
     mesh, rules = rules_lib.single_device_mesh(), rules_lib.DEFAULT_RULES
     lora_cfg = LoraConfig(rank=rank, alpha=2.0 * rank, targets="all")
@@ -113,11 +116,11 @@ def _setup(remat: str, attention: str, loss_chunk: int, backward: str, scale: st
 
 
 def run_one(remat: str, attention: str = "xla", loss_chunk: int = 0, backward: str = "fused",
-            scale: str = "8b") -> dict:
+            layers: str = "scanned", scale: str = "8b", profile_out: str = "") -> dict:
     import jax
     import numpy as np
 
-    cfg, (b, t, r), _, _, base, state, step, batch = _setup(remat, attention, loss_chunk, backward, scale)
+    cfg, (b, t, r), _, _, base, state, step, batch = _setup(remat, attention, loss_chunk, backward, layers, scale)
     times = []
     for i in range(SMOKE["steps"] if scale == "smoke" else 12):
         start = time.perf_counter()
@@ -126,8 +129,17 @@ def run_one(remat: str, attention: str = "xla", loss_chunk: int = 0, backward: s
         times.append(time.perf_counter() - start)
     sec = float(np.median(times[2:]))
     stats = jax.devices()[0].memory_stats() or {}
+    if profile_out:  # per-kernel profile of two more steps (benchmarks/profile_kernels.py)
+        import profile_kernels
+
+        def one():
+            nonlocal state
+            state, m = step(state, base, batch)
+            return m["loss"]
+
+        profile_kernels.profile(f"lora_{remat}_{layers}", one, 2, {}, keep="")
     return {"remat": remat, "attention": attention, "loss_chunk": loss_chunk, "loss_backward": backward,
-            "scale": scale, "step_ms": sec * 1e3, "tokens_per_s": b * t / sec,
+            "layers": layers, "scale": scale, "step_ms": sec * 1e3, "tokens_per_s": b * t / sec,
             "peak_device_gib": stats.get("peak_bytes_in_use", 0) / 2**30,
             "mfu_vs_813": flops_per_step(cfg, b, t, r) / sec / (PEAK_TFLOPS * 1e12), "loss": float(metrics["loss"]),
             "reference_ms": REFERENCE.get(remat) if scale == "8b" else None, "compile_and_first_step_s": times[0]}
@@ -153,14 +165,15 @@ def largest_buffers(dump_dir: str, n: int = 12) -> list:
 
 
 def analyze_one(remat: str, attention: str = "xla", loss_chunk: int = 0, backward: str = "fused",
-                scale: str = "8b", dump_dir: str = "") -> dict:
+                layers: str = "scanned", scale: str = "8b", dump_dir: str = "") -> dict:
     """XLA's memory plan of the compiled step, from abstract shapes (nothing allocated, any backend); with
     `dump_dir` (XLA_FLAGS=--xla_dump_to=dump_dir set before jax starts) also its largest non-argument buffers."""
     import jax
 
     from latentjax.parallel import rules as rules_lib
 
-    _, _, mesh, rules, base, state, step, batch = _setup(remat, attention, loss_chunk, backward, scale, abstract=True)
+    _, _, mesh, rules, base, state, step, batch = _setup(remat, attention, loss_chunk, backward, layers, scale,
+                                                         abstract=True)
     sh = step.batch_shardings(batch.keys())
     batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=sh[k]) for k, v in batch.items()}
     start = time.perf_counter()
@@ -187,10 +200,12 @@ def main() -> None:
     parser.add_argument("--loss_backward", default="fused", help="comma-separated: fused, recompute")
     parser.add_argument("--scale", default="8b", choices=("8b", "smoke"))
     parser.add_argument("--analyze", action="store_true", help="compile only; report XLA's memory plan")
+    parser.add_argument("--profile", default="", help="with --one: also print a per-kernel profile (any value)")
     args = parser.parse_args()
     if args.one:
         if not args.analyze:
-            print("RESULT " + json.dumps(run_one(*parse_case(args.one), scale=args.scale)), flush=True)
+            print("RESULT " + json.dumps(run_one(*parse_case(args.one), scale=args.scale,
+                                                 profile_out=args.profile)), flush=True)
             return
         import tempfile
 

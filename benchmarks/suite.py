@@ -245,7 +245,8 @@ def part_lora() -> dict:
     keys ..._remat_lean_*, compared with the reference's remat run), "minimal" (also saves the MLP product and the
     branch outputs; keys ..._remat_*); cuDNN attention where it applies, XLA's if cuDNN refuses; a case "minimal:chunk=128" computes the loss
     128 positions at a time (model.loss_chunk; keys lora_B4_T512_remat_chunk128_...), "minimal:chunk=128:backward=
-    recompute" with the recomputing backward (keys ..._remat_chunk128_recompute_...)."""
+    recompute" with the recomputing backward (keys ..._remat_chunk128_recompute_...), "lean:layers=flat" with per-layer base
+    weights (keys ..._remat_lean_flat_...)."""
     res = {}
     tags = {"none": "noremat", "minimal": "remat", "lean": "remat_lean"}
     for case in os.environ.get("LATENTJAX_SUITE_LORA", "none,lean").split(","):
@@ -253,7 +254,7 @@ def part_lora() -> dict:
         if remat not in tags:
             raise ValueError(f"LATENTJAX_SUITE_LORA case {case!r}: remat must be one of {sorted(tags)}.")
         # options as lora_8b.py's cases: chunk=N[:backward=recompute] -> tag suffix _chunkN[_recompute]
-        tag = tags[remat] + "".join("_" + o.replace("chunk=", "chunk").replace("backward=", "")
+        tag = tags[remat] + "".join("_" + o.replace("chunk=", "chunk").replace("backward=", "").replace("layers=", "")
                                     for o in opts.split(":") if o and o != "chunk=0")
         r = {}
         for attention in ("auto", "xla"):

@@ -328,3 +328,25 @@ def test_two_process_export_writes_once_and_gathers(tmp_path):
         assert sorted(got) == sorted(want)
         for k in want:
             np.testing.assert_allclose(got[k], want[k], rtol=1e-6, atol=1e-7)
+
+
+def test_per_layer_base_gives_the_same_outputs_gradients_dropout_and_merge(base, ids):
+    """A per-layer (unscanned) base with the same stacked adapter: same logits, gradients, dropout masks, merge."""
+    from latentjax.models.model import unstack_layers
+
+    cfg = LoraConfig(rank=4, alpha=8.0, dropout=0.3, targets="all")
+    flat_cfg, flat = unstack_layers(CFG, base)
+    lora = nonzero_adapter(cfg)
+    assert abstract_lora(flat_cfg, cfg)["layers"]["self_attn"]["q_proj"]["lora_A"].value.shape[0] == CFG.num_layers
+    ref = lora_apply(CFG, base, lora, cfg, ids).logits
+    np.testing.assert_allclose(lora_apply(flat_cfg, flat, lora, cfg, ids).logits, ref, rtol=1e-5, atol=1e-5)
+    drop = dict(rng=jax.random.key(3), deterministic=False)
+    np.testing.assert_allclose(lora_apply(flat_cfg, flat, lora, cfg, ids, **drop).logits,
+                               lora_apply(CFG, base, lora, cfg, ids, **drop).logits, rtol=1e-5, atol=1e-5)
+    loss = lambda l, c, b: jnp.sum(lora_apply(c, b, l, cfg, ids).logits ** 2)  # noqa: E731
+    for x, y in zip(jax.tree.leaves(jax.grad(loss)(lora, CFG, base)), jax.tree.leaves(jax.grad(loss)(lora, flat_cfg, flat))):
+        np.testing.assert_allclose(y, x, rtol=2e-4, atol=1e-5 * float(jnp.max(jnp.abs(x))))
+    merged = merge(flat, lora, cfg)
+    assert set(merged) == set(flat)
+    np.testing.assert_allclose(Decoder(flat_cfg).apply({"params": merged}, ids).logits, ref, rtol=1e-5,
+                               atol=1e-5 * float(jnp.max(jnp.abs(ref))))

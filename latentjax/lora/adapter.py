@@ -3,7 +3,9 @@
 LoRA parameters mirror the base tree, `{"layers": {"self_attn": {"q_proj": {"lora_A": [L, in, r],
 "lora_B": [L, r, out]}}}}`, and are passed to `Decoder.apply` as a variable collection named "lora". The decoder
 scans its layers over every collection (`variable_axes={True: 0}`), so inside the scan body each `nn.Dense` sees
-its own layer's slice of the collection in its own scope. A method interceptor (`nn.intercept_methods`) catches
+its own layer's slice of the collection in its own scope; a per-layer decoder (`scan_layers=False`) gets the
+collection split into `layers_0`, `layers_1`, ... (the adapter itself stays stacked: one format for checkpoints
+and PEFT export). A method interceptor (`nn.intercept_methods`) catches
 every `nn.Dense.__call__`; when that Dense has `lora_A`/`lora_B` in the "lora" collection it returns
 `base(x) + scale * (dropout(x) @ A) @ B`. Which projections are adapted is decided only by which leaves exist.
 
@@ -42,7 +44,7 @@ def _base_kernels(config: DecoderConfig) -> dict:
     from latentjax.models.model import abstract_params
 
     _require_separate_projections(config)
-    layers = abstract_params(config)["layers"]
+    layers = abstract_params(config.replace(scan_layers=True))["layers"]  # adapters stay stacked either way
     return {proj: layers[block][proj]["kernel"] for proj, block in LAYER_PROJECTIONS.items()}
 
 
@@ -121,6 +123,12 @@ def _dropout_keys(lora_params: Any, rng: jax.Array) -> Any:
     return out
 
 
+def per_layer(tree: Any) -> Any:
+    """`{"layers": stacked}` -> `{"layers_0": slice 0, ...}`: the tree of a per-layer (unscanned) decoder."""
+    n = jax.tree.leaves(tree["layers"])[0].shape[0]
+    return {f"layers_{i}": jax.tree.map(lambda a, i=i: a[i], tree["layers"]) for i in range(n)}
+
+
 def lora_apply(model_config: DecoderConfig, base_params: Any, lora_params: Any, lora_cfg: LoraConfig, *args,
                rng: Optional[jax.Array] = None, deterministic: bool = True, **kwargs) -> DecoderOutput:
     """`Decoder(model_config).apply` with the adapter applied; `*args, **kwargs` are the decoder's (input_ids,
@@ -128,11 +136,12 @@ def lora_apply(model_config: DecoderConfig, base_params: Any, lora_params: Any, 
     Pure and jittable; call inside `rules_lib.axis_rules(...)` as for the plain decoder."""
     _require_separate_projections(model_config)
     lora_params = rules_lib.unbox(lora_params)
-    variables = {"params": base_params, LORA_COLLECTION: lora_params}
+    layout = (lambda t: t) if model_config.scan_layers else per_layer  # noqa: E731
+    variables = {"params": base_params, LORA_COLLECTION: layout(lora_params)}
     if not deterministic and lora_cfg.dropout > 0.0:
         if rng is None:
             raise ValueError("lora_apply(deterministic=False) with dropout > 0 needs rng=jax.random.key(...).")
-        variables[DROPOUT_COLLECTION] = _dropout_keys(lora_params, rng)
+        variables[DROPOUT_COLLECTION] = layout(_dropout_keys(lora_params, rng))
     with nn.intercept_methods(_interceptor(lora_cfg, deterministic)):
         return Decoder(model_config).apply(variables, *args, **kwargs)
 
@@ -154,6 +163,13 @@ def merge(base_params: Any, lora_params: Any, lora_cfg: LoraConfig) -> Any:
     """Plain decoder params with the adapter folded in: W' = W + scale * A @ B per layer, in W's dtype.
     Jittable (shardings follow the base weights); the base tree is not modified."""
     lora_params = rules_lib.unbox(lora_params)
+    if "layers" not in base_params:  # per-layer base: each layer merged with its slice of the adapter
+        one = lambda t: jax.tree.map(lambda a: a[None], t)  # noqa: E731
+        out = dict(base_params)
+        for name, ab in per_layer(lora_params).items():
+            merged = merge({"layers": one(base_params[name])}, {"layers": one(ab)}, lora_cfg)["layers"]
+            out[name] = jax.tree.map(lambda a: a[0], merged)
+        return out
     layers = dict(base_params["layers"])
     for proj in lora_targets(lora_params):
         block = LAYER_PROJECTIONS[proj]
