@@ -241,7 +241,7 @@ def _decoder_logits(config, rules, params, ids):
 
 def part_lora() -> dict:
     """Each case in its own process: peak device memory is per process. Cases (LATENTJAX_SUITE_LORA, default
-    "none,lean"): "none" (no remat, keys lora_B4_T512_noremat_*), "lean" (saves q/k/v and the attention context;
+    "none,lean,lean:layers=flat"): "none" (no remat, keys lora_B4_T512_noremat_*), "lean" (saves q/k/v and the attention context;
     keys ..._remat_lean_*, compared with the reference's remat run), "minimal" (also saves the MLP product and the
     branch outputs; keys ..._remat_*); cuDNN attention where it applies, XLA's if cuDNN refuses; a case "minimal:chunk=128" computes the loss
     128 positions at a time (model.loss_chunk; keys lora_B4_T512_remat_chunk128_...), "minimal:chunk=128:backward=
@@ -249,7 +249,7 @@ def part_lora() -> dict:
     weights (keys ..._remat_lean_flat_...)."""
     res = {}
     tags = {"none": "noremat", "minimal": "remat", "lean": "remat_lean"}
-    for case in os.environ.get("LATENTJAX_SUITE_LORA", "none,lean").split(","):
+    for case in os.environ.get("LATENTJAX_SUITE_LORA", "none,lean,lean:layers=flat").split(","):
         remat, _, opts = case.partition(":")
         if remat not in tags:
             raise ValueError(f"LATENTJAX_SUITE_LORA case {case!r}: remat must be one of {sorted(tags)}.")
@@ -314,12 +314,16 @@ PARTS = {"pair": part_pair, "lora": part_lora, "decode": part_decode, "infer": p
 COMPARE = ["bridge_step_B8_ms", "bridge_step_B64_ms", "latency_bridge_ms", "latency_text_relay_50tok_ms",
            "sample_B64_tokens_per_s", "lora_B4_T512_noremat_ms", "lora_B4_T512_remat_ms",
            "lora_B4_T512_noremat_peak_mem_gib", "lora_B4_T512_remat_peak_mem_gib", "lora_B4_T512_remat_lean_ms",
-           "lora_B4_T512_remat_lean_peak_mem_gib"]
+           "lora_B4_T512_remat_lean_peak_mem_gib", "lora_B4_T512_remat_lean_flat_ms",
+           "lora_B4_T512_remat_lean_flat_peak_mem_gib"]
 
 
-# Our LoRA `lean` remat against the reference's remat (gradient checkpointing) figures.
+# Our LoRA `lean` remat (stacked base: less memory than the reference's remat run) against that run; `lean` with a
+# per-layer base (more memory than that run, less than its no-remat run) against the no-remat run.
 REFERENCE_KEY = {"lora_B4_T512_remat_lean_ms": "lora_B4_T512_remat_ms",
-                 "lora_B4_T512_remat_lean_peak_mem_gib": "lora_B4_T512_remat_peak_mem_gib"}
+                 "lora_B4_T512_remat_lean_peak_mem_gib": "lora_B4_T512_remat_peak_mem_gib",
+                 "lora_B4_T512_remat_lean_flat_ms": "lora_B4_T512_noremat_ms",
+                 "lora_B4_T512_remat_lean_flat_peak_mem_gib": "lora_B4_T512_noremat_peak_mem_gib"}
 
 
 def run_part(args: list[str], timeout: float = None, env: dict = None) -> dict:
