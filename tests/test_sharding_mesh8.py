@@ -137,6 +137,17 @@ def test_forward_matches_unsharded(tiny_path, reference, batch, name):
     np.testing.assert_allclose(np.asarray(got), want, **TOL)
 
 
+@pytest.mark.parametrize("name", ["fsdp4_tensor2", "data2_fsdp2_tensor2"])
+def test_fused_projections_sharded_match_unsharded(tiny_path, reference, batch, name):
+    """The fused q/k/v and gate/up kernels split over the tensor axis by whole kv groups and (gate, up) pairs."""
+    mesh, rules = mesh_lib.mesh_from_config({"shape": MESHES[name]})
+    model = latentjax.from_pretrained(tiny_path, mesh=mesh, rules=rules, scan_layers=False, fused_projections=True)
+    qkv = model.params["layers_0"]["self_attn"]["qkv_proj"]["kernel"]
+    assert qkv.sharding.spec == P("fsdp", "tensor")
+    want = np.asarray(reference(batch["input_ids"], batch["attention_mask"]))
+    np.testing.assert_allclose(np.asarray(model(batch["input_ids"], batch["attention_mask"])), want, **TOL)
+
+
 def next_token_loss(logits, batch):
     logp = jax.nn.log_softmax(logits[:, :-1])
     nll = -jnp.take_along_axis(logp, batch["input_ids"][:, 1:, None], axis=-1)[..., 0]

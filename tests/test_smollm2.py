@@ -33,12 +33,17 @@ def test_config_and_tokenizer(smol32):
     assert "<|im_start|>user\nHi<|im_end|>" in text and text.endswith("<|im_start|>assistant\n")
 
 
-def test_float32_logits_match(smol32, hf32):
+@pytest.mark.parametrize("layout", ["stacked", "per_layer_fused"])
+def test_float32_logits_match(smol32, hf32, smollm2_dir, layout):
+    """Real weights, float32, against transformers; also the per-layer fused q/k/v + gate/up layout frozen models
+    use in the bridge and translator runs."""
+    model = smol32 if layout == "stacked" else latentjax.from_pretrained(smollm2_dir, scan_layers=False,
+                                                                          fused_projections=True)
     tok = smol32.tokenizer
     enc = tok(PROMPTS, return_tensors="np", padding=True)
     ids, mask = enc["input_ids"], enc["attention_mask"]
     assert ids.shape[1] > 100
-    ours = np.asarray(smol32(ids, mask))
+    ours = np.asarray(model(ids, mask))
     with torch.no_grad():
         ref = hf32(torch.tensor(ids), attention_mask=torch.tensor(mask),
                    position_ids=torch.tensor(np.maximum(mask.cumsum(1) - 1, 0))).logits.numpy()
