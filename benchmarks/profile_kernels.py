@@ -187,6 +187,7 @@ def workloads(m: dict, rs) -> dict:
     out["sample_b64"] = (lambda: generate(sender_cfg, sender, prompts, max_new_tokens=64, sampling=hot,
                                           rng=jax.random.key(0), mesh=mesh, rules=rules).tokens, 1)
 
+
     return out
 
 
