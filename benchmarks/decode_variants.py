@@ -5,7 +5,7 @@ to the memory floor (16 GB of weights per token: about 5.5 ms at 2.95 TB/s).
 
 Each variant runs in its own process (XLA flags are read at start-up): layers per scan iteration (`scan_unroll`)
 and XLA's dynamic-slice fusion (lets cuBLAS read a layer's weights straight out of the stacked array instead of a
-copy). Per variant: decode ms/token at batch 1, batch-64 tokens/s greedy and with top-p 0.95 (bisection filter;
+copy). Per variant: decode ms/token at batch 1, batch-64 tokens/s greedy and with top-p 0.95 (radix-select filter;
 the sort-based filter too in the first variant), prefill tokens/s with XLA and cuDNN attention. Table printed last;
 JSON in $OUT/decode_variants.json.
 """
