@@ -128,7 +128,6 @@ def workloads(m: dict, rs) -> dict:
     from latentjax.bridge.batching import BATCH_AXES
     from latentjax.inference.generate import generate
     from latentjax.inference.sampling import SamplingConfig
-    from latentjax.parallel import rules as rules_lib
     from latentjax.train.step import make_train_step
 
     mesh, rules = m["mesh"], m["rules"]
@@ -159,16 +158,8 @@ def workloads(m: dict, rs) -> dict:
     serve = m["model"]
     ids = jnp.asarray(rs.randint(0, sv, (1, 64)), jnp.int32)
     rid = jnp.asarray(rs.randint(0, rv, (1, 24)), jnp.int32)
-    ones = lambda n: jnp.ones((1, n), jnp.int32)  # noqa: E731
-
-    def bridged_request(params, frozen, ids, rid):
-        with rules_lib.axis_rules(rules):
-            soft = serve.soft_tokens(params, frozen, ids, ones(64)).soft_tokens.astype(jnp.bfloat16)
-            x = jnp.concatenate([soft, serve.receiver_embed(frozen, rid)], axis=1)
-            return jnp.argmax(serve.receiver_logits(frozen, x, ones(16 + 24))[:, -1], -1)
-
     def request(options=None):
-        fn = jax.jit(bridged_request, compiler_options=options)
+        fn = jax.jit(suite.request_fn(serve, rules), compiler_options=options)
 
         def run():
             with jax.set_mesh(mesh):
@@ -176,7 +167,7 @@ def workloads(m: dict, rs) -> dict:
         return run
 
     out["request"] = (request(), 5)
-    # XLA captures the whole request in one CUDA graph: its launch is the host time the GPU waits for
+    # the same request without XLA's command buffers (CUDA graphs): each kernel launched on its own
     out["request_nocmdbuf"] = (request({"xla_gpu_enable_command_buffer": ""}), 5)
     prompt = jnp.asarray(rs.randint(0, sv, (1, 128)), jnp.int32)
     greedy_cfg = sender_cfg.replace(attention_impl="xla")
@@ -186,8 +177,6 @@ def workloads(m: dict, rs) -> dict:
     hot = SamplingConfig(temperature=1.0, top_p=0.95)
     out["sample_b64"] = (lambda: generate(sender_cfg, sender, prompts, max_new_tokens=64, sampling=hot,
                                           rng=jax.random.key(0), mesh=mesh, rules=rules).tokens, 1)
-
-
     return out
 
 

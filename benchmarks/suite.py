@@ -141,31 +141,40 @@ def _bridge_steps(m: dict, res: dict, rs) -> None:
         res[f"bridge_step_B{batch}_examples_per_s"] = batch / sec
 
 
+def request_fn(serve, rules):
+    """The bridged request as a pure function (bridge variables, frozen weights, sender ids [1, 64], receiver ids
+    [1, 24]) -> the receiver's next token: sender to its tap, bridge, receiver over [soft tokens] + [ids]."""
+    import jax.numpy as jnp
+
+    from latentjax.parallel import rules as rules_lib
+
+    def bridged_request(params, frozen, ids, rid):
+        ones = lambda n: jnp.ones((1, n), jnp.int32)  # noqa: E731
+        with rules_lib.axis_rules(rules):
+            soft = serve.soft_tokens(params, frozen, ids, ones(ids.shape[1])).soft_tokens.astype(jnp.bfloat16)
+            x = jnp.concatenate([soft, serve.receiver_embed(frozen, rid)], axis=1)
+            return jnp.argmax(serve.receiver_logits(frozen, x, ones(x.shape[1]))[:, -1], -1)
+
+    return bridged_request
+
+
 def _bridged_request(m: dict, res: dict, rs) -> None:
     import jax
     import jax.numpy as jnp
 
     from latentjax.bridge.forward import BridgedModel
     from latentjax.models.model import unstack_layers
-    from latentjax.parallel import rules as rules_lib
 
     rules, mesh = m["rules"], m["mesh"]
     sv, rv = m["sender_cfg"].vocab_size - 256, m["receiver_cfg"].vocab_size - 256
     ids = jnp.asarray(rs.randint(0, sv, (1, 64)), jnp.int32)
     rid = jnp.asarray(rs.randint(0, rv, (1, 24)), jnp.int32)
-    ones = lambda n: jnp.ones((1, n), jnp.int32)
     if m["receiver_cfg"].scan_layers:  # inference reads per-layer weights
         m["receiver_cfg"], m["receiver"] = unstack_layers(m["receiver_cfg"], m["receiver"])
     serve = BridgedModel(m["tap"], m["bridge_cfg"], m["receiver_cfg"], diversity_weight=0.0)
     serve_frozen = {"sender": m["tapped"], "receiver": m["receiver"]}
 
-    @jax.jit
-    def bridged_request(params, frozen, ids, rid):
-        with rules_lib.axis_rules(rules):
-            soft = serve.soft_tokens(params, frozen, ids, ones(64)).soft_tokens.astype(jnp.bfloat16)
-            x = jnp.concatenate([soft, serve.receiver_embed(frozen, rid)], axis=1)
-            return jnp.argmax(serve.receiver_logits(frozen, x, ones(16 + 24))[:, -1], -1)
-
+    bridged_request = jax.jit(request_fn(serve, rules))
     with jax.set_mesh(mesh):
         res["latency_bridge_ms"] = median_time(lambda: bridged_request(m["state"].params, serve_frozen, ids, rid)) * 1e3
     m["relay_prompt"], m["relay_rid"] = ids, rid
