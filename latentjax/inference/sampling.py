@@ -46,12 +46,13 @@ def _top_p_filter(logits: jax.Array, top_p: float) -> jax.Array:
     above = jnp.zeros(logits.shape[:-1] + (1,), jnp.float32)  # mass of keys above the prefix's range
     digits = jnp.arange(16, dtype=jnp.uint32)
     for shift in range(28, -4, -4):
-        same = True if shift == 28 else (ukeys >> (shift + 4)) == (prefix >> (shift + 4))
-        digit = (ukeys >> shift) & jnp.uint32(15)
-        hist = jnp.sum(jnp.where((digit[..., None] == digits) & same[..., None] if shift < 28 else
-                                 digit[..., None] == digits, probs[..., None], 0.0), axis=-2)  # [..., 16]
+        in_bin = ((ukeys >> shift) & jnp.uint32(15))[..., None] == digits  # [..., vocab, 16]
+        if shift < 28:  # only keys that share the prefix's bits above this digit
+            in_bin &= ((ukeys >> (shift + 4)) == (prefix >> (shift + 4)))[..., None]
+        hist = jnp.sum(jnp.where(in_bin, probs[..., None], 0.0), axis=-2)  # [..., 16]
         at_least = above + jnp.cumsum(hist[..., ::-1], axis=-1)[..., ::-1]  # mass(keys >= prefix | d << shift)
-        best = jnp.sum(at_least >= top_p, axis=-1, keepdims=True).astype(jnp.uint32) - 1  # largest such d (>= 0)
+        # the largest such d; digit 0 always qualifies up to float rounding of the total mass
+        best = jnp.maximum(jnp.sum(at_least >= top_p, axis=-1, keepdims=True), 1).astype(jnp.uint32) - 1
         prefix = prefix | (best << shift)
         above = above + jnp.sum(jnp.where(digits > best, hist, 0.0), axis=-1, keepdims=True)
     return jnp.where(ukeys < prefix, -jnp.inf, logits)
