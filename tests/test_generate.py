@@ -88,7 +88,11 @@ def test_top_p_and_top_k_filters_keep_the_same_tokens_as_transformers(top_p):
 
 
 @pytest.mark.parametrize("top_p", [0.05, 0.5, 0.9, 0.95, 0.999])
-def test_top_p_radix_select_keeps_exactly_the_tokens_of_the_sorted_definition(top_p):
+@pytest.mark.parametrize("search", ["bisection", "radix"])
+def test_top_p_search_keeps_exactly_the_tokens_of_the_sorted_definition(top_p, search):
+    from latentjax.inference import sampling
+
+    _top_p_filter = {"bisection": sampling._top_p_bisection, "radix": sampling._top_p_radix}[search]
     rs = np.random.RandomState(3)
     logits = (rs.randn(16, 32000) * rs.uniform(0.5, 8, (16, 1))).astype(np.float32)
     logits[:4] = np.round(logits[:4])  # many ties, also at the threshold
