@@ -151,7 +151,8 @@ def sft_model_dir(tmp_path_factory):
     return path
 
 
-def test_build_experiment_trains_and_evaluates(sft_model_dir, tmp_path):
+@pytest.mark.parametrize("scan_layers", [True, False])
+def test_build_experiment_trains_and_evaluates(sft_model_dir, tmp_path, scan_layers):
     from latentjax.lora.experiment import build, default_config, lora_section, model_section
 
     rng = np.random.RandomState(0)
@@ -162,7 +163,7 @@ def test_build_experiment_trains_and_evaluates(sft_model_dir, tmp_path):
     data = tmp_path / "train.jsonl"
     data.write_text("\n".join(json.dumps(r) for r in rows))
     config = default_config()
-    config.model = model_section(sft_model_dir, dtype="float32", remat_policy="none")
+    config.model = model_section(sft_model_dir, dtype="float32", remat_policy="none", scan_layers=scan_layers)
     config.lora = lora_section(rank=4, alpha=8.0, targets="q,v,mlp.*")
     config.data.update(path=str(data), prompt_field="question", completion_field="answer", seq_len=64,
                        buckets=(32, 64), eval_batch_size=4, eval_fraction=0.1)
@@ -174,7 +175,8 @@ def test_build_experiment_trains_and_evaluates(sft_model_dir, tmp_path):
     assert exp.fingerprint["targets"] == ["q_proj", "v_proj", "gate_proj", "up_proj", "down_proj"]
     boxed = exp.init_trainable(jax.random.key(0))
     trainable = rules_lib.unbox(boxed)
-    assert set(trainable["layers"]) == {"self_attn", "mlp"}
+    assert set(trainable["layers"]) == {"self_attn", "mlp"}  # the adapter is stacked for either base layout
+    assert ("layers" in exp.frozen) == scan_layers
 
     first = exp.eval_fn(trainable, 0)
     assert first["tokens"] > 0 and np.isfinite(first["loss"])

@@ -22,14 +22,18 @@ ConfigDict = ml_collections.ConfigDict
 
 
 def model_section(path: str = "", dtype: str = "bfloat16", remat_policy: str = "minimal",
-                  attention_impl: str = "xla", loss_chunk: int = 0, loss_backward: str = "fused") -> ConfigDict:
+                  attention_impl: str = "auto", loss_chunk: int = 0, loss_backward: str = "fused",
+                  scan_layers: bool = True) -> ConfigDict:
     """The frozen base: an HF Llama/Mistral folder (with its tokenizer); params stored in `param_dtype`
     ("" = dtype), computed in `dtype`. loss_chunk > 0: the train and eval loss are computed that many sequence
     positions at a time from the final hidden states (`latentjax.train.chunked_loss`), never materialising the
     float32 logits [batch, length, vocab]; 0 = the full logits. loss_backward: "fused" (each chunk's gradient taken
-    in the forward pass: no extra head matmul) or "recompute" (the backward recomputes each chunk's logits)."""
+    in the forward pass: no extra head matmul) or "recompute" (the backward recomputes each chunk's logits).
+    scan_layers=False: per-layer base weights (no per-layer weight copies in the step: 8B shape, rank 128, 4 x 512
+    on an H100, `lean`: 166 instead of 195 ms, 31.2 instead of 22.6 GiB; longer compiles)."""
     return ConfigDict(dict(path=path, dtype=dtype, param_dtype="", remat_policy=remat_policy,
-                           attention_impl=attention_impl, loss_chunk=int(loss_chunk), loss_backward=loss_backward))
+                           attention_impl=attention_impl, loss_chunk=int(loss_chunk), loss_backward=loss_backward,
+                           scan_layers=bool(scan_layers)))
 
 
 def lora_section(rank: int = 8, alpha: float = 16.0, dropout: float = 0.0, targets: str = "all",
@@ -99,7 +103,8 @@ def build(config: Any, mesh: Mesh) -> Experiment:
     rules = rules_lib.rules_from_config(dict(config.mesh.get("rules", {}) or {}))
     mc, dc = config.model, config.data
     model = from_pretrained(mc.path, dtype=mc.dtype, param_dtype=mc.get("param_dtype") or mc.dtype, mesh=mesh,
-                            rules=rules, remat_policy=mc.remat_policy, attention_impl=mc.attention_impl)
+                            rules=rules, remat_policy=mc.remat_policy, attention_impl=mc.attention_impl,
+                            scan_layers=bool(mc.get("scan_layers", True)))
     lora_cfg = lora_config_from(config)
     loss_chunk = int(mc.get("loss_chunk", 0) or 0)
     loss_backward = mc.get("loss_backward", "fused") or "fused"
