@@ -40,9 +40,8 @@ def category(name: str) -> str:
     return "other"
 
 
-def read_trace(trace_dir: str) -> tuple[list[dict], list[dict]]:
-    """(kernels, xla_ops): complete ("X") events of the GPU's stream lines, and of its "XLA Ops" line (HLO names,
-    when the trace has one), from the Perfetto JSON under `trace_dir`."""
+def read_trace(trace_dir: str) -> list[dict]:
+    """The kernels: complete ("X") events of the GPU's stream lines, from the Perfetto JSON under `trace_dir`."""
     paths = glob.glob(os.path.join(trace_dir, "**", "*.trace.json.gz"), recursive=True)
     if not paths:
         raise FileNotFoundError(f"no *.trace.json.gz under {trace_dir}: was the trace written with "
@@ -56,12 +55,11 @@ def read_trace(trace_dir: str) -> tuple[list[dict], list[dict]]:
     gpu = {pid for pid, name in processes.items() if "gpu" in name.lower() or "device:" in name.lower()}
     done = [e for e in events if e.get("ph") == "X" and e.get("pid") in gpu and "dur" in e]
     line = lambda e: threads.get((e["pid"], e.get("tid")), "")  # noqa: E731
-    kernels = [e for e in done if line(e).lower().startswith("stream")]
-    return kernels, [e for e in done if line(e) == "XLA Ops"]
+    return [e for e in done if line(e).lower().startswith("stream")]
 
 
-def summarize(kernels: list[dict], runs: int, wall_ms: float, top: int = 12, xla_ops: tuple = ()) -> dict:
-    """Per run: span, busy, gaps, kernel count, category ms, the `top` heaviest kernel names (and HLO ops)."""
+def summarize(kernels: list[dict], runs: int, wall_ms: float, top: int = 12) -> dict:
+    """Per run: span, busy, gaps, kernel count, category ms and the `top` heaviest kernel names."""
     if not kernels:
         return {"wall_ms": wall_ms, "kernels": 0}
     spans = sorted((e["ts"], e["ts"] + e["dur"]) for e in kernels)  # microseconds
@@ -76,10 +74,11 @@ def summarize(kernels: list[dict], runs: int, wall_ms: float, top: int = 12, xla
             cur_end = max(cur_end, e)
     busy += cur_end - cur_start
     span = spans[-1][1] - spans[0][0]
-    by_cat, by_name = collections.Counter(), _totals(kernels)
-    count = collections.Counter(e["name"] for e in kernels)
+    by_cat, by_name, count = collections.Counter(), collections.Counter(), collections.Counter()
     for e in kernels:
         by_cat[category(e["name"])] += e["dur"]
+        by_name[e["name"]] += e["dur"]
+        count[e["name"]] += 1
     per = lambda us: round(us / runs / 1e3, 3)  # noqa: E731  (microseconds in total -> ms per run)
     return {
         "wall_ms": round(wall_ms, 3),
@@ -89,15 +88,7 @@ def summarize(kernels: list[dict], runs: int, wall_ms: float, top: int = 12, xla
         "category_ms": {k: per(v) for k, v in by_cat.most_common()},
         "top": [{"name": n[:120], "ms": per(us), "calls": round(count[n] / runs, 1), "category": category(n)}
                 for n, us in by_name.most_common(top)],
-        "top_hlo_ops": [{"name": n[:120], "ms": per(us)} for n, us in _totals(xla_ops).most_common(top)],
     }
-
-
-def _totals(events) -> collections.Counter:
-    out = collections.Counter()
-    for e in events:
-        out[e["name"]] += e["dur"]
-    return out
 
 
 def profile(name: str, fn, runs: int, out: dict, keep: str = "") -> None:
@@ -110,8 +101,7 @@ def profile(name: str, fn, runs: int, out: dict, keep: str = "") -> None:
     with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
         for _ in range(runs):
             jax.block_until_ready(fn())
-    kernels, xla_ops = read_trace(trace_dir)
-    out[name] = summarize(kernels, runs, wall * 1e3, xla_ops=xla_ops)
+    out[name] = summarize(read_trace(trace_dir), runs, wall * 1e3)
     if keep:
         for path in glob.glob(os.path.join(trace_dir, "**", "*.trace.json.gz"), recursive=True):
             shutil.copy(path, os.path.join(keep, f"{name}.trace.json.gz"))

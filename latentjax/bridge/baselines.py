@@ -339,18 +339,17 @@ def run_text_baseline(kind: str, task: Any, examples: Sequence[dict], *, receive
 
 
 def _load(config: ConfigDict, which: str, mesh, rules, cache: Optional[dict] = None):
+    from latentjax.bridge.experiment import frozen_load_options
     from latentjax.models.model import from_pretrained
 
     section = config.model[which]
     if not section.path:
         raise ValueError(f"config.model.{which}.path is empty; set --config.model.{which}.path to an HF folder.")
-    impl = config.model.get("attention_impl", "auto")
-    fused = bool(config.model.get("fused_projections", False))
-    key = (section.path, section.dtype, impl, fused)
+    options = frozen_load_options(config.model)
+    key = (section.path, section.dtype, *options.values())
     if cache is not None and key in cache:
         return cache[key]
-    model = from_pretrained(section.path, dtype=section.dtype, mesh=mesh, rules=rules, attention_impl=impl,
-                            fused_projections=fused)
+    model = from_pretrained(section.path, dtype=section.dtype, mesh=mesh, rules=rules, **options)
     if cache is not None:
         cache[key] = model
     return model

@@ -42,10 +42,15 @@ def task_from_config(config: ConfigDict):
     return get_task(config.task.name, **options)
 
 
+def frozen_load_options(model: ConfigDict) -> dict:
+    """How a config's frozen models are loaded: attention implementation and fused projections."""
+    return dict(attention_impl=model.get("attention_impl", "auto"),
+                fused_projections=bool(model.get("fused_projections", False)))
+
+
 def load_models(config: ConfigDict, mesh: Mesh, rules) -> tuple[Any, Any]:
     m = config.model
-    common = dict(mesh=mesh, rules=rules, attention_impl=m.attention_impl,
-                  fused_projections=bool(m.get("fused_projections", False)))
+    common = dict(mesh=mesh, rules=rules, **frozen_load_options(m))
     sender = from_pretrained(m.sender.path, dtype=m.sender.dtype, **common)
     receiver = from_pretrained(m.receiver.path, dtype=m.receiver.dtype, remat_policy=m.remat_policy, **common)
     return sender, receiver

@@ -170,7 +170,7 @@ def evaluate_prompt(model: PromptTunedModel, trainable: Any, frozen: Any, runner
 
 
 def build(config: ConfigDict, mesh: Mesh) -> Experiment:
-    from latentjax.bridge.experiment import decay_mask_fn, task_from_config
+    from latentjax.bridge.experiment import decay_mask_fn, frozen_load_options, task_from_config
     from latentjax.models.model import from_pretrained
 
     rules = rules_lib.rules_from_config(dict(config.mesh.rules))
@@ -178,8 +178,7 @@ def build(config: ConfigDict, mesh: Mesh) -> Experiment:
     task = task_from_config(config)
     m = config.model.receiver
     receiver = from_pretrained(m.path, dtype=m.dtype, mesh=mesh, rules=rules,
-                               remat_policy=config.model.remat_policy, attention_impl=config.model.attention_impl,
-                               fused_projections=bool(config.model.get("fused_projections", False)))
+                               remat_policy=config.model.remat_policy, **frozen_load_options(config.model))
     tok = receiver.tokenizer
     if pt.output_scale not in ("embedding_median_rms", "fixed"):
         raise ValueError(f"prompt_tuning.output_scale must be embedding_median_rms or fixed, got {pt.output_scale!r}.")

@@ -163,22 +163,20 @@ def merge(base_params: Any, lora_params: Any, lora_cfg: LoraConfig) -> Any:
     """Plain decoder params with the adapter folded in: W' = W + scale * A @ B per layer, in W's dtype.
     Jittable (shardings follow the base weights); the base tree is not modified."""
     lora_params = rules_lib.unbox(lora_params)
-    if "layers" not in base_params:  # per-layer base: each layer merged with its slice of the adapter
-        one = lambda t: jax.tree.map(lambda a: a[None], t)  # noqa: E731
-        out = dict(base_params)
-        for name, ab in per_layer(lora_params).items():
-            merged = merge({"layers": one(base_params[name])}, {"layers": one(ab)}, lora_cfg)["layers"]
-            out[name] = jax.tree.map(lambda a: a[0], merged)
-        return out
-    layers = dict(base_params["layers"])
+    out = dict(base_params)
     for proj in lora_targets(lora_params):
         block = LAYER_PROJECTIONS[proj]
         ab = lora_params["layers"][block][proj]
-        kernel = layers[block][proj]["kernel"]
-        delta = jnp.einsum("lir,lro->lio", ab["lora_A"].astype(jnp.float32), ab["lora_B"].astype(jnp.float32))
-        new_kernel = (kernel.astype(jnp.float32) + lora_cfg.scale * delta).astype(kernel.dtype)
-        layers[block] = {**layers[block], proj: {**layers[block][proj], "kernel": new_kernel}}
-    return {**base_params, "layers": layers}
+        # a stacked base takes the stacked factors at once; a per-layer base (`layers_<i>`) slice i of them
+        parts = ([("layers", ab)] if "layers" in base_params else
+                 [(f"layers_{i}", jax.tree.map(lambda x, i=i: x[i], ab)) for i in range(ab["lora_A"].shape[0])])
+        for name, f in parts:
+            layer = out[name]
+            kernel = layer[block][proj]["kernel"]
+            delta = jnp.einsum("...ir,...ro->...io", f["lora_A"].astype(jnp.float32), f["lora_B"].astype(jnp.float32))
+            new_kernel = (kernel.astype(jnp.float32) + lora_cfg.scale * delta).astype(kernel.dtype)
+            out[name] = {**layer, block: {**layer[block], proj: {**layer[block][proj], "kernel": new_kernel}}}
+    return out
 
 
 def merged_model(model: Any, lora_params: Any, lora_cfg: LoraConfig) -> Any:
