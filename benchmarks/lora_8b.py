@@ -29,24 +29,32 @@ import time
 REFERENCE = {"none": 337.0, "minimal": None, "full": 512.0}  # ms/step, PyTorch+PEFT on an H100 (remat = "full")
 PEAK_TFLOPS = 813.0
 BATCH, SEQ, RANK = 4, 512, 128
+# The step time is the median of the last STEADY of STEPS steps: on the H100 the first ~10 steps of a per-layer step
+# run 10-20 ms slower than the steady state a training run sees (reported as first_steps_ms, the median of steps
+# 2-11, the old measure).
+STEPS, STEADY = 32, 20
 SMOKE = dict(batch=2, seq=48, rank=8, steps=4)  # --scale smoke: a tiny float32 shape any CPU runs in seconds
 
 
-def parse_case(case: str) -> tuple[str, str, int, str, str]:
-    """"minimal:auto:chunk=128" -> ("minimal", "auto", 128, "fused", "scanned"); attention defaults to "xla", chunk
-    to 0 (off), backward to "fused", layers to "scanned" ("flat": per-layer base weights, scan_layers=False)."""
+def parse_case(case: str) -> tuple[str, str, int, str, str, bool]:
+    """"minimal:auto:chunk=128" -> ("minimal", "auto", 128, "fused", "scanned", True); attention defaults to "xla",
+    chunk to 0 (off), backward to "fused", layers to "scanned" ("flat": per-layer base weights, scan_layers=False),
+    cmdbuf (XLA's GPU command buffers) to "on" for scanned and "off" for flat layers (`train.xla_command_buffers`:
+    with them the per-layer step varies 138-165 ms from step to step, without it runs a steady 142 ms)."""
     parts = case.split(":")
     remat, attention = parts[0], (parts[1] if len(parts) > 1 and parts[1] else "xla")
-    opts = {"chunk": "0", "backward": "fused", "layers": "scanned"}
+    opts = {"chunk": "0", "backward": "fused", "layers": "scanned", "cmdbuf": ""}
     for opt in parts[2:]:
         key, _, value = opt.partition("=")
         if key not in opts or (key == "chunk" and not value.isdigit()) or \
                 (key == "backward" and value not in ("fused", "recompute")) or \
-                (key == "layers" and value not in ("scanned", "flat")):
+                (key == "layers" and value not in ("scanned", "flat")) or (key == "cmdbuf" and value not in ("on", "off")):
             raise ValueError(f"Unknown case option {opt!r} in {case!r}; expected "
-                             "remat[:attention[:chunk=N][:backward=fused|recompute][:layers=scanned|flat]].")
+                             "remat[:attention[:chunk=N][:backward=fused|recompute][:layers=scanned|flat]"
+                             "[:cmdbuf=on|off]].")
         opts[key] = value
-    return remat, attention, int(opts["chunk"]), opts["backward"], opts["layers"]
+    cmdbuf = opts["cmdbuf"] == "on" if opts["cmdbuf"] else opts["layers"] == "scanned"
+    return remat, attention, int(opts["chunk"]), opts["backward"], opts["layers"], cmdbuf
 
 
 def shape_config(remat: str, attention: str = "xla", scale: str = "8b", layers: str = "scanned"):
@@ -74,7 +82,7 @@ def flops_per_step(cfg, batch: int = BATCH, seq: int = SEQ, rank: int = RANK) ->
     return 4 * n_matmul * tokens + 6 * lora * tokens + attention
 
 
-def _setup(remat: str, attention: str, loss_chunk: int, backward: str, layers: str, scale: str,
+def _setup(remat: str, attention: str, loss_chunk: int, backward: str, layers: str, cmdbuf: bool, scale: str,
            abstract: bool = False):
     """(cfg, dims, mesh, rules, base params, state, step, batch); abstract=True: shapes only, nothing allocated."""
     import jax
@@ -88,7 +96,7 @@ def _setup(remat: str, attention: str, loss_chunk: int, backward: str, layers: s
     from latentjax.models.model import init_params, param_shardings
     from latentjax.parallel import rules as rules_lib
     from latentjax.train.state import abstract_state, init_state, state_shardings
-    from latentjax.train.step import make_train_step
+    from latentjax.train.step import command_buffer_options, make_train_step
 
     cfg = shape_config(remat, attention, scale, layers)
     batch_size, seq, rank = (SMOKE["batch"], SMOKE["seq"], SMOKE["rank"]) if scale == "smoke" else (BATCH, SEQ, RANK)
@@ -108,7 +116,8 @@ def _setup(remat: str, attention: str, loss_chunk: int, backward: str, layers: s
     loss_fn = make_loss_fn(cfg, lora_cfg, rules, loss_chunk=loss_chunk, loss_backward=backward)
     step = make_train_step(loss_fn, opt, mesh, rules, shardings,
                            dict(BATCH_AXES), compute_dtype=jnp.bfloat16 if scale != "smoke" else None,
-                           frozen_shardings=param_shardings(cfg, mesh, rules) if abstract else None)
+                           frozen_shardings=param_shardings(cfg, mesh, rules) if abstract else None,
+                           compiler_options=command_buffer_options(cmdbuf))
     rs = np.random.RandomState(0)
     batch = {"input_ids": rs.randint(10, cfg.vocab_size, size=(batch_size, seq)).astype(np.int32),
              "attention_mask": np.ones((batch_size, seq), np.int32), "loss_mask": np.ones((batch_size, seq), np.int32)}
@@ -116,18 +125,19 @@ def _setup(remat: str, attention: str, loss_chunk: int, backward: str, layers: s
 
 
 def run_one(remat: str, attention: str = "xla", loss_chunk: int = 0, backward: str = "fused",
-            layers: str = "scanned", scale: str = "8b", profile_out: str = "") -> dict:
+            layers: str = "scanned", cmdbuf: bool = True, scale: str = "8b", profile_out: str = "") -> dict:
     import jax
     import numpy as np
 
-    cfg, (b, t, r), _, _, base, state, step, batch = _setup(remat, attention, loss_chunk, backward, layers, scale)
+    cfg, (b, t, r), _, _, base, state, step, batch = _setup(remat, attention, loss_chunk, backward, layers, cmdbuf,
+                                                            scale)
     times = []
-    for i in range(SMOKE["steps"] if scale == "smoke" else 12):
+    for i in range(SMOKE["steps"] if scale == "smoke" else STEPS):
         start = time.perf_counter()
         state, metrics = step(state, base, batch)
         jax.block_until_ready(metrics["loss"])
         times.append(time.perf_counter() - start)
-    sec = float(np.median(times[2:]))
+    sec = float(np.median(times[-STEADY:]))
     stats = jax.devices()[0].memory_stats() or {}
     if profile_out:  # per-kernel profile of two more steps (benchmarks/profile_kernels.py)
         import profile_kernels
@@ -137,12 +147,13 @@ def run_one(remat: str, attention: str = "xla", loss_chunk: int = 0, backward: s
             state, m = step(state, base, batch)
             return m["loss"]
 
-        profile_kernels.profile(f"lora_{remat}_{layers}", one, 2, {}, keep="")
+        profile_kernels.profile(f"lora_{remat}_{layers}", one, 2, {}, keep="", top=40)
     return {"remat": remat, "attention": attention, "loss_chunk": loss_chunk, "loss_backward": backward,
-            "layers": layers, "scale": scale, "step_ms": sec * 1e3, "tokens_per_s": b * t / sec,
+            "layers": layers, "command_buffers": cmdbuf, "scale": scale, "step_ms": sec * 1e3, "tokens_per_s": b * t / sec,
             "peak_device_gib": stats.get("peak_bytes_in_use", 0) / 2**30,
             "mfu_vs_813": flops_per_step(cfg, b, t, r) / sec / (PEAK_TFLOPS * 1e12), "loss": float(metrics["loss"]),
-            "reference_ms": REFERENCE.get(remat) if scale == "8b" else None, "compile_and_first_step_s": times[0]}
+            "reference_ms": REFERENCE.get(remat) if scale == "8b" else None, "compile_and_first_step_s": times[0],
+            "first_steps_ms": float(np.median(times[2:12])) * 1e3, "step_times_ms": [round(t * 1e3, 1) for t in times[1:]]}
 
 
 def largest_buffers(dump_dir: str, n: int = 12) -> list:
@@ -165,15 +176,15 @@ def largest_buffers(dump_dir: str, n: int = 12) -> list:
 
 
 def analyze_one(remat: str, attention: str = "xla", loss_chunk: int = 0, backward: str = "fused",
-                layers: str = "scanned", scale: str = "8b", dump_dir: str = "") -> dict:
+                layers: str = "scanned", cmdbuf: bool = True, scale: str = "8b", dump_dir: str = "") -> dict:
     """XLA's memory plan of the compiled step, from abstract shapes (nothing allocated, any backend); with
     `dump_dir` (XLA_FLAGS=--xla_dump_to=dump_dir set before jax starts) also its largest non-argument buffers."""
     import jax
 
     from latentjax.parallel import rules as rules_lib
 
-    _, _, mesh, rules, base, state, step, batch = _setup(remat, attention, loss_chunk, backward, layers, scale,
-                                                         abstract=True)
+    _, _, mesh, rules, base, state, step, batch = _setup(remat, attention, loss_chunk, backward, layers, cmdbuf,
+                                                         scale, abstract=True)
     sh = step.batch_shardings(batch.keys())
     batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=sh[k]) for k, v in batch.items()}
     start = time.perf_counter()

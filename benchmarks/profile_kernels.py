@@ -91,7 +91,7 @@ def summarize(kernels: list[dict], runs: int, wall_ms: float, top: int = 12) -> 
     }
 
 
-def profile(name: str, fn, runs: int, out: dict, keep: str = "") -> None:
+def profile(name: str, fn, runs: int, out: dict, keep: str = "", top: int = 12) -> None:
     import jax
 
     jax.block_until_ready(fn())  # compile
@@ -101,7 +101,7 @@ def profile(name: str, fn, runs: int, out: dict, keep: str = "") -> None:
     with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
         for _ in range(runs):
             jax.block_until_ready(fn())
-    out[name] = summarize(read_trace(trace_dir), runs, wall * 1e3)
+    out[name] = summarize(read_trace(trace_dir), runs, wall * 1e3, top)
     if keep:
         for path in glob.glob(os.path.join(trace_dir, "**", "*.trace.json.gz"), recursive=True):
             shutil.copy(path, os.path.join(keep, f"{name}.trace.json.gz"))

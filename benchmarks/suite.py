@@ -250,20 +250,20 @@ def _decoder_logits(config, rules, params, ids):
 
 def part_lora() -> dict:
     """Each case in its own process: peak device memory is per process. Cases (LATENTJAX_SUITE_LORA, default
-    "none,lean,lean:layers=flat"): "none" (no remat, keys lora_B4_T512_noremat_*), "lean" (saves q/k/v and the attention context;
+    "none,lean,none:layers=flat"): "none" (no remat, keys lora_B4_T512_noremat_*), "lean" (saves q/k/v and the attention context;
     keys ..._remat_lean_*, compared with the reference's remat run), "minimal" (also saves the MLP product and the
     branch outputs; keys ..._remat_*); cuDNN attention where it applies, XLA's if cuDNN refuses; a case "minimal:chunk=128" computes the loss
     128 positions at a time (model.loss_chunk; keys lora_B4_T512_remat_chunk128_...), "minimal:chunk=128:backward=
-    recompute" with the recomputing backward (keys ..._remat_chunk128_recompute_...), "lean:layers=flat" with per-layer base
-    weights (keys ..._remat_lean_flat_...)."""
+    recompute" with the recomputing backward (keys ..._remat_chunk128_recompute_...), "none:layers=flat" with per-layer base
+    weights (keys ..._noremat_flat_...)."""
     res = {}
     tags = {"none": "noremat", "minimal": "remat", "lean": "remat_lean"}
-    for case in os.environ.get("LATENTJAX_SUITE_LORA", "none,lean,lean:layers=flat").split(","):
+    for case in os.environ.get("LATENTJAX_SUITE_LORA", "none,lean,none:layers=flat").split(","):
         remat, _, opts = case.partition(":")
         if remat not in tags:
             raise ValueError(f"LATENTJAX_SUITE_LORA case {case!r}: remat must be one of {sorted(tags)}.")
         # options as lora_8b.py's cases: chunk=N[:backward=recompute] -> tag suffix _chunkN[_recompute]
-        tag = tags[remat] + "".join("_" + o.replace("chunk=", "chunk").replace("backward=", "").replace("layers=", "")
+        tag = tags[remat] + "".join("_" + o.replace("chunk=", "chunk").replace("backward=", "").replace("layers=", "").replace("cmdbuf=", "cmdbuf_")
                                     for o in opts.split(":") if o and o != "chunk=0")
         r = {}
         for attention in ("auto", "xla"):
@@ -279,6 +279,7 @@ def part_lora() -> dict:
         res[f"lora_B4_T512_{tag}_tokens_per_s"] = r["tokens_per_s"]
         res[f"lora_B4_T512_{tag}_peak_mem_gib"] = r["peak_device_gib"]
         res[f"lora_B4_T512_{tag}_mfu_vs_813"] = r["mfu_vs_813"]
+        res[f"lora_B4_T512_{tag}_first_steps_ms"] = r["first_steps_ms"]
     return res
 
 
@@ -323,14 +324,17 @@ PARTS = {"pair": part_pair, "lora": part_lora, "decode": part_decode, "infer": p
 COMPARE = ["bridge_step_B8_ms", "bridge_step_B64_ms", "latency_bridge_ms", "latency_text_relay_50tok_ms",
            "sample_B64_tokens_per_s", "lora_B4_T512_noremat_ms", "lora_B4_T512_remat_ms",
            "lora_B4_T512_noremat_peak_mem_gib", "lora_B4_T512_remat_peak_mem_gib", "lora_B4_T512_remat_lean_ms",
-           "lora_B4_T512_remat_lean_peak_mem_gib", "lora_B4_T512_remat_lean_flat_ms",
+           "lora_B4_T512_remat_lean_peak_mem_gib", "lora_B4_T512_noremat_flat_ms",
+           "lora_B4_T512_noremat_flat_peak_mem_gib", "lora_B4_T512_remat_lean_flat_ms",
            "lora_B4_T512_remat_lean_flat_peak_mem_gib"]
 
 
-# Our LoRA `lean` remat (stacked base: less memory than the reference's remat run) against that run; `lean` with a
-# per-layer base (more memory than that run, less than its no-remat run) against the no-remat run.
+# Our LoRA `lean` remat (stacked base: less memory than the reference's remat run) against that run; the per-layer
+# base (more memory than that run, less than its no-remat run) against the no-remat run.
 REFERENCE_KEY = {"lora_B4_T512_remat_lean_ms": "lora_B4_T512_remat_ms",
                  "lora_B4_T512_remat_lean_peak_mem_gib": "lora_B4_T512_remat_peak_mem_gib",
+                 "lora_B4_T512_noremat_flat_ms": "lora_B4_T512_noremat_ms",
+                 "lora_B4_T512_noremat_flat_peak_mem_gib": "lora_B4_T512_noremat_peak_mem_gib",
                  "lora_B4_T512_remat_lean_flat_ms": "lora_B4_T512_noremat_ms",
                  "lora_B4_T512_remat_lean_flat_peak_mem_gib": "lora_B4_T512_noremat_peak_mem_gib"}
 

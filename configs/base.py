@@ -30,12 +30,13 @@ def optimizer(lr=1e-4, warmup_steps=100, decay="cosine") -> ConfigDict:
                            b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.01, clip_norm=1.0))
 
 
-def train(steps=1000, batch_size=32, grad_accum=1, compute_dtype="bfloat16") -> ConfigDict:
+def train(steps=1000, batch_size=32, grad_accum=1, compute_dtype="bfloat16", xla_command_buffers=True) -> ConfigDict:
     """batch_size is global (all processes); each step scans grad_accum microbatches of batch_size/grad_accum.
     compute_dtype: the dtype trainable params are cast to for forward/backward ("" = no cast); masters are
-    float32."""
+    float32. xla_command_buffers=False compiles the step without GPU command buffers (steadier per-layer steps:
+    `latentjax.train.step.command_buffer_options`)."""
     return ConfigDict(dict(steps=int(steps), batch_size=int(batch_size), grad_accum=int(grad_accum),
-                           compute_dtype=compute_dtype))
+                           compute_dtype=compute_dtype, xla_command_buffers=bool(xla_command_buffers)))
 
 
 def data(name="", path="", seq_len=512) -> ConfigDict:

@@ -350,3 +350,22 @@ def test_per_layer_base_gives_the_same_outputs_gradients_dropout_and_merge(base,
     assert set(merged) == set(flat)
     np.testing.assert_allclose(Decoder(flat_cfg).apply({"params": merged}, ids).logits, ref, rtol=1e-5,
                                atol=1e-5 * float(jnp.max(jnp.abs(ref))))
+
+
+def test_per_layer_gradient_is_one_concatenate_and_remat_survives_cse(base, ids):
+    """The per-layer step's cost structure: the adapter's gradient is gathered back into the stacked layout by
+    one concatenate (indexing would pad every layer's gradient to full size and sum them), and a per-layer
+    remat carries an optimization barrier per layer (without it XLA's CSE merges the recomputation into the
+    forward and the remat saves no memory: 31.2 vs 22.6 GiB on the 8B step)."""
+    from latentjax.models.model import unstack_layers
+
+    cfg = LoraConfig(rank=4, alpha=8.0, targets="all")
+    flat_cfg, flat = unstack_layers(CFG, base)
+    lora = nonzero_adapter(cfg)
+    loss = lambda l, c: jnp.sum(lora_apply(c, flat, l, cfg, ids).logits ** 2)  # noqa: E731
+    jaxpr = str(jax.make_jaxpr(jax.grad(loss), static_argnums=1)(lora, flat_cfg))
+    stacked = {"f32[" + ",".join(map(str, x.shape)) + "] = " for x in jax.tree.leaves(lora)}
+    assert not any(s + "pad" in jaxpr for s in stacked) and all(s + "concatenate" in jaxpr for s in stacked)
+    for policy, barriers in (("none", 0), ("lean", CFG.num_layers)):
+        hlo = jax.jit(jax.grad(loss), static_argnums=1).lower(lora, flat_cfg.replace(remat_policy=policy)).as_text()
+        assert hlo.count("optimization_barrier") == barriers, policy

@@ -288,6 +288,28 @@ def test_resume_in_process_is_exact(tmp_path):
     assert losses(part) == losses(full)
 
 
+def test_command_buffers_off_reaches_the_step_and_changes_no_number(tmp_path, monkeypatch):
+    """train.xla_command_buffers=False compiles the step with XLA's GPU command buffers off (a compile option the
+    CPU ignores); the losses are those of the default run."""
+    from latentjax.train import step as step_lib
+
+    seen = []
+    real = step_lib.TrainStep.__init__
+
+    def spy(self, *args, **kwargs):
+        seen.append(kwargs.get("compiler_options"))
+        real(self, *args, **kwargs)
+
+    monkeypatch.setattr(step_lib.TrainStep, "__init__", spy)
+    on, off = str(tmp_path / "on"), str(tmp_path / "off")
+    loop.train(toy_config(steps=6, every=3), toy_experiment(), mesh1(), on)
+    config = toy_config(steps=6, every=3)
+    config.train.xla_command_buffers = False
+    loop.train(config, toy_experiment(), mesh1(), off)
+    assert seen == [None, {"xla_gpu_enable_command_buffer": ""}]
+    assert losses(off) == losses(on) and len(losses(on)) == 6
+
+
 # --- registry and configs ---------------------------------------------------------------------------------------
 
 

@@ -208,7 +208,9 @@ class Decoder(nn.Module):
             embedding_init=nn.with_logical_partitioning(nn.initializers.normal(0.02), ("vocab", "embed")))
         layer = DecoderLayer
         if cfg.remat_policy != "none":
-            layer = nn.remat(layer, policy=REMAT_POLICIES[cfg.remat_policy], prevent_cse=False)
+            # A scan already keeps XLA from merging the recomputation with the forward; straight-line layers need
+            # the barrier, or CSE undoes the remat (the per-layer step would hold every activation).
+            layer = nn.remat(layer, policy=REMAT_POLICIES[cfg.remat_policy], prevent_cse=not cfg.scan_layers)
         if not cfg.scan_layers:
             self.layers = [layer(cfg, self.collect_hidden) for _ in range(cfg.num_layers)]  # layers_0, layers_1, ...
         else:

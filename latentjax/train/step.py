@@ -99,7 +99,8 @@ class TrainStep:
     jax Arrays are passed as they are. The input state is donated."""
 
     def __init__(self, loss_fn, optimizer, mesh, rules, state_shardings, batch_axes, grad_accum=1, *,
-                 learning_rate_fn=None, compute_dtype=None, frozen_shardings=None, donate=True):
+                 learning_rate_fn=None, compute_dtype=None, frozen_shardings=None, donate=True,
+                 compiler_options=None):
         self.mesh, self.rules = mesh, rules
         self.state_shardings = state_shardings
         self.batch_axes = dict(batch_axes or {})
@@ -107,6 +108,7 @@ class TrainStep:
         self.frozen_shardings = frozen_shardings
         self._args = (loss_fn, optimizer, self.grad_accum, learning_rate_fn, compute_dtype)
         self._donate = donate
+        self._compiler_options = dict(compiler_options) if compiler_options else None
         self._jitted: dict = {}
 
     def batch_shardings(self, keys) -> dict:
@@ -125,7 +127,7 @@ class TrainStep:
             self._jitted[keys] = jax.jit(
                 fn, in_shardings=(self.state_shardings, f_sh, b_sh),
                 out_shardings=(self.state_shardings, rules_lib.replicated(self.mesh)),
-                donate_argnums=(0,) if self._donate else ())
+                donate_argnums=(0,) if self._donate else (), compiler_options=self._compiler_options)
         return self._jitted[keys]
 
     def __call__(self, state: TrainState, frozen: Any, batch: Mapping[str, Any]):
@@ -139,7 +141,7 @@ def make_train_step(loss_fn: Callable, optimizer: optax.GradientTransformation, 
                     state_shardings: TrainState, batch_axes: Optional[Mapping[str, tuple]] = None,
                     grad_accum: int = 1, *, learning_rate_fn: Optional[optax.Schedule] = None,
                     compute_dtype: Optional[Any] = None, frozen_shardings: Any = None,
-                    donate: bool = True) -> TrainStep:
+                    donate: bool = True, compiler_options: Optional[Mapping[str, Any]] = None) -> TrainStep:
     """Build the jitted step `(state, frozen, batch) -> (state, metrics)`.
 
     loss_fn: `(trainable, frozen, batch, rng) -> (scalar loss, metrics dict)` (the Experiment's).
@@ -151,7 +153,15 @@ def make_train_step(loss_fn: Callable, optimizer: optax.GradientTransformation, 
     learning_rate_fn: when given, the step reports `lr` for the update it applied.
     compute_dtype: cast floating trainable params to this dtype for the forward/backward (float32 masters).
     frozen_shardings: shardings of the frozen params (default: the shardings the frozen arrays already have).
+    compiler_options: XLA options for this step's compile only (e.g. `command_buffer_options(False)`).
     """
     return TrainStep(loss_fn, optimizer, mesh, rules, state_shardings, batch_axes, grad_accum,
                      learning_rate_fn=learning_rate_fn, compute_dtype=compute_dtype,
-                     frozen_shardings=frozen_shardings, donate=donate)
+                     frozen_shardings=frozen_shardings, donate=donate, compiler_options=compiler_options)
+
+
+def command_buffer_options(enabled: bool) -> Optional[dict]:
+    """XLA compiler options for a step with (None: XLA's default) or without GPU command buffers (CUDA graphs).
+    Without them a per-layer 8B LoRA step ran a steady 142 ms on an H100; with them 138-165 ms from step to step
+    (XLA re-records its graphs whenever the step's buffers move). Other backends ignore the option."""
+    return None if enabled else {"xla_gpu_enable_command_buffer": ""}
