@@ -172,7 +172,9 @@ def workloads(m: dict, rs) -> dict:
 
 def cudnn_parity(m: dict, rs) -> dict:
     """Sender logits [2, 128] in bf16 with XLA's and with cuDNN's attention, each against the float32 forward
-    (max |a - b| / max |b|): whether cuDNN's bf16 error is of the size of XLA's bf16 error."""
+    (max |a - b| / max |b|): whether cuDNN's bf16 error is of the size of XLA's bf16 error; then the same on a
+    padded batch (row 0 left-padded by 40, row 1 right-padded by 40) at its real tokens (cuDNN gets the index-causal
+    hint there)."""
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -181,19 +183,27 @@ def cudnn_parity(m: dict, rs) -> dict:
         return {"skipped": "cuDNN needs a GPU"}
     ids = rs.randint(0, m["sender_cfg"].vocab_size - 256, (2, 128)).astype(np.int32)
 
-    def logits(cfg, params):
-        fwd = jax.jit(lambda p, i: suite._decoder_logits(cfg, m["rules"], p, i))
+    def logits(cfg, params, mask):
+        fwd = jax.jit(lambda p, i, k: suite._decoder_logits(cfg, m["rules"], p, i, k))
         with jax.set_mesh(m["mesh"]):
-            return np.asarray(fwd(params, ids), np.float64)
+            out = np.asarray(fwd(params, ids, mask), np.float64)
+        return out if mask is None else out[mask]
 
     base = m["sender_cfg"]
     f32 = base.replace(dtype="float32", param_dtype="float32", attention_impl="xla")
     params32 = jax.jit(lambda p: jax.tree.map(lambda a: a.astype(jnp.float32), p))(m["sender"])
-    ref = logits(f32, params32)
+    padded = np.ones(ids.shape, bool)
+    padded[0, :40], padded[1, -40:] = False, False
+    refs = {}
+    for case, mask in (("", None), ("_padded", padded)):
+        refs[case] = logits(f32, params32, mask)
     del params32
-    err = lambda a: float(np.max(np.abs(a - ref)) / np.max(np.abs(ref)))  # noqa: E731
-    out = {f"rel_error_vs_f32_{impl}": err(logits(base.replace(attention_impl=impl), m["sender"]))
-           for impl in ("xla", "cudnn")}
+    out = {}
+    for case, mask in (("", None), ("_padded", padded)):
+        ref = refs[case]
+        for impl in ("xla", "cudnn"):
+            a = logits(base.replace(attention_impl=impl), m["sender"], mask)
+            out[f"rel_error_vs_f32_{impl}{case}"] = float(np.max(np.abs(a - ref)) / np.max(np.abs(ref)))
     return out
 
 

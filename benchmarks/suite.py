@@ -240,12 +240,12 @@ def part_infer() -> dict:
     return res
 
 
-def _decoder_logits(config, rules, params, ids):
+def _decoder_logits(config, rules, params, ids, mask=None):
     from latentjax.models.decoder import Decoder
     from latentjax.parallel import rules as rules_lib
 
     with rules_lib.axis_rules(rules):
-        return Decoder(config).apply({"params": params}, ids).logits
+        return Decoder(config).apply({"params": params}, ids, attention_mask=mask).logits
 
 
 def part_lora() -> dict:

@@ -195,3 +195,44 @@ def test_attention_auto_picks_cudnn_only_where_it_applies(monkeypatch):
     assert decoder.attention_implementation("auto", q(63), q(63)) == "xla"  # odd lengths: cuDNN's backward refuses
     assert decoder.attention_implementation("auto", q(64, jnp.float32), q(64, jnp.float32)) == "xla"
     assert decoder.attention_implementation("auto", q(64, h=12), q(64, h=12)) == "xla"
+
+
+def test_index_causal_hint_changes_no_real_token(monkeypatch):
+    """Without a cache and with positions the decoder numbers itself, the attention mask is marked index-causal and
+    the cuDNN path is asked for causal masking on top of it (block skipping). Emulated here with XLA computing the
+    same thing (mask AND key index <= query index): left- and right-padded rows give the same logits at every real
+    token; explicit positions or a cache never get the hint."""
+    import jax
+    import jax.numpy as jnp
+
+    from latentjax.models import decoder
+    from latentjax.models.config import DecoderConfig
+
+    cfg = DecoderConfig(vocab_size=61, hidden_size=32, intermediate_size=48, num_layers=2, num_heads=4,
+                        num_kv_heads=2, head_dim=8, sliding_window=5)
+    params = latentjax.models.model.init_params(cfg, jax.random.key(0))
+    ids = np.random.RandomState(0).randint(1, 61, (3, 12))
+    mask = np.ones((3, 12), bool)
+    mask[0, :4] = False  # left padding
+    mask[1, 9:] = False  # right padding
+    fwd = lambda **kw: decoder.Decoder(cfg).apply({"params": params}, ids, attention_mask=mask, **kw).logits  # noqa
+    reference = np.asarray(fwd())
+
+    real = jax.nn.dot_product_attention
+    asked = []
+
+    def as_cudnn(q, k, v, mask=None, is_causal=False, implementation=None):
+        asked.append(is_causal)
+        if is_causal:
+            mask = mask & jnp.tril(jnp.ones((q.shape[1], k.shape[1]), bool))
+        return real(q, k, v, mask=mask, implementation="xla")
+
+    monkeypatch.setattr(decoder, "attention_implementation", lambda choice, q, k: "cudnn")
+    monkeypatch.setattr(jax.nn, "dot_product_attention", as_cudnn)
+    hinted = np.asarray(fwd())
+    assert asked == [True] * cfg.num_layers
+    np.testing.assert_allclose(hinted[mask], reference[mask], rtol=1e-5, atol=1e-5)
+    asked.clear()
+    positions = np.maximum(np.cumsum(mask, 1) - 1, 0)
+    np.testing.assert_allclose(np.asarray(fwd(positions=positions)), reference, rtol=1e-6, atol=1e-6)
+    assert asked == [False] * cfg.num_layers

@@ -57,6 +57,17 @@ class KVCache:
 
 
 @flax.struct.dataclass
+class AttentionMask:
+    """Which keys each query may attend to, [batch, 1, q, kv] bool, and whether every allowed key of a real query
+    lies at or before the query's index (`index_causal`: positions the decoder numbered itself, no cache). Then a
+    fused kernel may add index-causal masking and skip the blocks above the diagonal; only padding query rows (whose
+    outputs nothing reads) can change, and they stay finite (each row keeps its own diagonal key)."""
+
+    allowed: Array
+    index_causal: bool = flax.struct.field(pytree_node=False, default=False)
+
+
+@flax.struct.dataclass
 class DecoderOutput:
     logits: Optional[Array]  # [batch, seq, vocab] float32 ([batch, 1, vocab] with a cache), None if not asked
     hidden: Array  # [batch, seq, embed]: final hidden state (normed iff apply_final_norm)
@@ -152,7 +163,9 @@ class Attention(nn.Module):
                 new_cache = (ck, cv)
                 k, v = ck.astype(q.dtype), cv.astype(q.dtype)
         impl = attention_implementation(cfg.attention_impl, q, k)
-        out = jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=impl)
+        # cuDNN skips the blocks above the diagonal only when told the mask is causal; XLA's path is left as it is
+        causal = impl == "cudnn" and mask.index_causal
+        out = jax.nn.dot_product_attention(q, k, v, mask=mask.allowed, is_causal=causal, implementation=impl)
         out = checkpoint_name(out.reshape(b, t, cfg.num_heads * cfg.head_dim), "attn_ctx")
         out = _dense(cfg.hidden_size, ("heads", "embed"), cfg.attention_bias, cfg, "o_proj")(out)
         return checkpoint_name(out, "attn_out"), new_cache
@@ -244,6 +257,7 @@ class Decoder(nn.Module):
         if attention_mask is None:
             attention_mask = jnp.ones((b, t), bool)
         attention_mask = attention_mask.astype(bool)
+        numbered_here = positions is None
         if positions is None:
             offset = 0 if cache is None else _next_positions(cache)
             positions = offset + jnp.maximum(jnp.cumsum(attention_mask, axis=1) - 1, 0)
@@ -252,14 +266,15 @@ class Decoder(nn.Module):
         cos, sin = rope_lib.cos_sin(positions, rope_lib.inverse_frequencies(cfg.rope, cfg.head_dim))
 
         if cache is None:
-            mask = make_attention_mask(positions, positions, attention_mask, cfg.sliding_window)
+            mask = AttentionMask(make_attention_mask(positions, positions, attention_mask, cfg.sliding_window),
+                                 index_causal=numbered_here)
             cache_kv, cache_index = None, jnp.zeros((), jnp.int32)
         else:
             idx = cache.index
             cache = cache.replace(
                 positions=jax.lax.dynamic_update_slice_in_dim(cache.positions, positions, idx, axis=1),
                 valid=jax.lax.dynamic_update_slice_in_dim(cache.valid, attention_mask, idx, axis=1))
-            mask = make_attention_mask(positions, cache.positions, cache.valid, cfg.sliding_window)
+            mask = AttentionMask(make_attention_mask(positions, cache.positions, cache.valid, cfg.sliding_window))
             cache_kv, cache_index = (cache.k, cache.v), idx
 
         if cfg.scan_layers:
