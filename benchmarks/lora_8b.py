@@ -29,18 +29,17 @@ import time
 REFERENCE = {"none": 337.0, "minimal": None, "full": 512.0}  # ms/step, PyTorch+PEFT on an H100 (remat = "full")
 PEAK_TFLOPS = 813.0
 BATCH, SEQ, RANK = 4, 512, 128
-# The step time is the median of the last STEADY of STEPS steps: on the H100 the first ~10 steps of a per-layer step
-# run 10-20 ms slower than the steady state a training run sees (reported as first_steps_ms, the median of steps
-# 2-11, the old measure).
+# The step time is the median of the last STEADY of STEPS steps, the steady state a training run sees; first_steps_ms
+# (the median of steps 2-11, the measure until session 5) is reported too: with XLA's command buffers on, the two
+# differed by 10-20 ms on the per-layer step.
 STEPS, STEADY = 32, 20
 SMOKE = dict(batch=2, seq=48, rank=8, steps=4)  # --scale smoke: a tiny float32 shape any CPU runs in seconds
 
 
 def parse_case(case: str) -> tuple[str, str, int, str, str, bool]:
-    """"minimal:auto:chunk=128" -> ("minimal", "auto", 128, "fused", "scanned", True); attention defaults to "xla",
+    """"minimal:auto:chunk=128" -> ("minimal", "auto", 128, "fused", "scanned", False); attention defaults to "xla",
     chunk to 0 (off), backward to "fused", layers to "scanned" ("flat": per-layer base weights, scan_layers=False),
-    cmdbuf (XLA's GPU command buffers) to "on" for scanned and "off" for flat layers (`train.xla_command_buffers`:
-    with them the per-layer step varies 138-165 ms from step to step, without it runs a steady 142 ms)."""
+    cmdbuf (XLA's GPU command buffers) to the training loop's default (`train.xla_command_buffers`, off)."""
     parts = case.split(":")
     remat, attention = parts[0], (parts[1] if len(parts) > 1 and parts[1] else "xla")
     opts = {"chunk": "0", "backward": "fused", "layers": "scanned", "cmdbuf": ""}
@@ -53,7 +52,9 @@ def parse_case(case: str) -> tuple[str, str, int, str, str, bool]:
                              "remat[:attention[:chunk=N][:backward=fused|recompute][:layers=scanned|flat]"
                              "[:cmdbuf=on|off]].")
         opts[key] = value
-    cmdbuf = opts["cmdbuf"] == "on" if opts["cmdbuf"] else opts["layers"] == "scanned"
+    from latentjax.train.step import TRAIN_COMMAND_BUFFERS
+
+    cmdbuf = opts["cmdbuf"] == "on" if opts["cmdbuf"] else TRAIN_COMMAND_BUFFERS
     return remat, attention, int(opts["chunk"]), opts["backward"], opts["layers"], cmdbuf
 
 

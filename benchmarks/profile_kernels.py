@@ -113,37 +113,19 @@ def workloads(m: dict, rs) -> dict:
     """name -> (zero-argument function returning device arrays, runs under the profiler)."""
     import jax
     import jax.numpy as jnp
-    import numpy as np
 
-    from latentjax.bridge.batching import BATCH_AXES
     from latentjax.inference.generate import generate
     from latentjax.inference.sampling import SamplingConfig
-    from latentjax.train.step import make_train_step
 
     mesh, rules = m["mesh"], m["rules"]
     sender_cfg, sender = m["sender_cfg"], m["sender"]
     sv, rv = sender_cfg.vocab_size - 256, m["receiver_cfg"].vocab_size - 256
     out = {}
 
-    step = make_train_step(m["model"].loss, m["optimizer"], m["mesh"], m["rules"], m["shardings"], BATCH_AXES, 1)
+    bridge_step = suite.bridge_train_step(m)
 
-    def bridge_step(batch):
-        k, answer, sender_len = 16, 32, 128
-        b = {"sender_input_ids": rs.randint(0, sv, (batch, sender_len)).astype(np.int32),
-             "sender_attention_mask": np.ones((batch, sender_len), np.int32),
-             "receiver_input_ids": rs.randint(0, rv, (batch, k + answer)).astype(np.int32),
-             "receiver_attention_mask": np.ones((batch, k + answer), np.int32),
-             "receiver_loss_mask": np.concatenate([np.zeros((batch, k)), np.ones((batch, answer))], 1
-                                                  ).astype(np.int32),
-             "soft_start": np.zeros((batch,), np.int32)}
-
-        def one():
-            m["state"], metrics = step(m["state"], m["frozen"], b)
-            return metrics["loss"]
-        return one
-
-    out["step_b64"] = (bridge_step(64), 2)
-    out["step_b8"] = (bridge_step(8), 3)
+    out["step_b64"] = (bridge_step(64, rs), 2)
+    out["step_b8"] = (bridge_step(8, rs), 3)
 
     serve = m["model"]
     ids = jnp.asarray(rs.randint(0, sv, (1, 64)), jnp.int32)

@@ -114,16 +114,20 @@ def _init(cfg, seed, mesh, rules):
     return cfg, init_params(cfg, jax.random.PRNGKey(seed), mesh, rules)
 
 
-def _bridge_steps(m: dict, res: dict, rs) -> None:
+def bridge_train_step(m: dict):
+    """one_step(batch, rs) -> a zero-argument function running one step on a random batch of that size: the
+    reference's bridge step shape (K=16, answer 32, sender prompt 128), compiled as the training loop does
+    (`train.xla_command_buffers` default)."""
     import numpy as np
 
     from latentjax.bridge.batching import BATCH_AXES
-    from latentjax.train.step import make_train_step
+    from latentjax.train.step import command_buffer_options, make_train_step
 
-    res["bridge_params"] = m["bridge_cfg"].num_params
-    step = make_train_step(m["model"].loss, m["optimizer"], m["mesh"], m["rules"], m["shardings"], BATCH_AXES, 1)
+    step = make_train_step(m["model"].loss, m["optimizer"], m["mesh"], m["rules"], m["shardings"], BATCH_AXES, 1,
+                           compiler_options=command_buffer_options())
     sv, rv = m["sender_cfg"].vocab_size - 256, m["receiver_cfg"].vocab_size - 256
-    for batch in (8, 64):
+
+    def one_step(batch: int, rs):
         k, answer, sender_len = 16, 32, 128
         b = {"sender_input_ids": rs.randint(0, sv, (batch, sender_len)).astype(np.int32),
              "sender_attention_mask": np.ones((batch, sender_len), np.int32),
@@ -132,11 +136,19 @@ def _bridge_steps(m: dict, res: dict, rs) -> None:
              "receiver_loss_mask": np.concatenate([np.zeros((batch, k)), np.ones((batch, answer))], 1).astype(np.int32),
              "soft_start": np.zeros((batch,), np.int32)}
 
-        def one_step():
+        def run():
             m["state"], metrics = step(m["state"], m["frozen"], b)
             return metrics["loss"]
+        return run
 
-        sec = median_time(one_step)
+    return one_step
+
+
+def _bridge_steps(m: dict, res: dict, rs) -> None:
+    res["bridge_params"] = m["bridge_cfg"].num_params
+    one_step = bridge_train_step(m)
+    for batch in (8, 64):
+        sec = median_time(one_step(batch, rs))
         res[f"bridge_step_B{batch}_ms"] = sec * 1e3
         res[f"bridge_step_B{batch}_examples_per_s"] = batch / sec
 

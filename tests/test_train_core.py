@@ -288,9 +288,9 @@ def test_resume_in_process_is_exact(tmp_path):
     assert losses(part) == losses(full)
 
 
-def test_command_buffers_off_reaches_the_step_and_changes_no_number(tmp_path, monkeypatch):
-    """train.xla_command_buffers=False compiles the step with XLA's GPU command buffers off (a compile option the
-    CPU ignores); the losses are those of the default run."""
+def test_command_buffers_option_reaches_the_step_and_changes_no_number(tmp_path, monkeypatch):
+    """train.xla_command_buffers (default False) compiles the step with XLA's GPU command buffers off (a compile
+    option the CPU ignores); True leaves XLA's default; the losses are the same."""
     from latentjax.train import step as step_lib
 
     seen = []
@@ -302,11 +302,11 @@ def test_command_buffers_off_reaches_the_step_and_changes_no_number(tmp_path, mo
 
     monkeypatch.setattr(step_lib.TrainStep, "__init__", spy)
     on, off = str(tmp_path / "on"), str(tmp_path / "off")
-    loop.train(toy_config(steps=6, every=3), toy_experiment(), mesh1(), on)
+    loop.train(toy_config(steps=6, every=3), toy_experiment(), mesh1(), off)
     config = toy_config(steps=6, every=3)
-    config.train.xla_command_buffers = False
-    loop.train(config, toy_experiment(), mesh1(), off)
-    assert seen == [None, {"xla_gpu_enable_command_buffer": ""}]
+    config.train.xla_command_buffers = True
+    loop.train(config, toy_experiment(), mesh1(), on)
+    assert seen == [{"xla_gpu_enable_command_buffer": ""}, None]
     assert losses(off) == losses(on) and len(losses(on)) == 6
 
 

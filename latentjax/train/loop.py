@@ -32,7 +32,7 @@ from latentjax.train import state as state_lib
 from latentjax.train.checkpoint import Checkpointer, experiment_meta
 from latentjax.train.experiment import Experiment
 from latentjax.train.optimizer import make_optimizer
-from latentjax.train.step import command_buffer_options, make_train_step
+from latentjax.train.step import TRAIN_COMMAND_BUFFERS, command_buffer_options, make_train_step
 
 
 # What the loop reads from a config (configs/base.py's get_config() has them all).
@@ -151,7 +151,7 @@ def train(config: ConfigDict, experiment: Experiment, mesh: Mesh, workdir: str) 
     step_fn = make_train_step(experiment.loss_fn, optimizer, mesh, rules, shardings, experiment.batch_axes,
                               int(tcfg.grad_accum), learning_rate_fn=schedule,
                               compute_dtype=_compute_dtype(tcfg.compute_dtype),
-                              compiler_options=command_buffer_options(bool(tcfg.get("xla_command_buffers", True))))
+                              compiler_options=command_buffer_options(bool(tcfg.get("xla_command_buffers", TRAIN_COMMAND_BUFFERS))))
     writer = metrics_lib.MetricsWriter(workdir, start, enabled=is_main, tensorboard=bool(lcfg.tensorboard))
     preempt = PreemptionFlag(ccfg.preemption_sync_every).install()
     from tqdm import tqdm

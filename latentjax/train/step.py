@@ -160,8 +160,14 @@ def make_train_step(loss_fn: Callable, optimizer: optax.GradientTransformation, 
                      frozen_shardings=frozen_shardings, donate=donate, compiler_options=compiler_options)
 
 
-def command_buffer_options(enabled: bool) -> Optional[dict]:
+# The training loop's default (`train.xla_command_buffers`). Measured on an H100 (BUILD_NOTES, Performance): the
+# per-layer 8B LoRA step runs a steady 141 ms without GPU command buffers and 138-165 ms from step to step with them
+# (XLA re-records its CUDA graphs whenever the step's buffers move); the bridge step at batch 8 47.9 vs 52.2 ms,
+# at batch 64 the same.
+TRAIN_COMMAND_BUFFERS = False
+
+
+def command_buffer_options(enabled: bool = TRAIN_COMMAND_BUFFERS) -> Optional[dict]:
     """XLA compiler options for a step with (None: XLA's default) or without GPU command buffers (CUDA graphs).
-    Without them a per-layer 8B LoRA step ran a steady 142 ms on an H100; with them 138-165 ms from step to step
-    (XLA re-records its graphs whenever the step's buffers move). Other backends ignore the option."""
+    Other backends ignore the option."""
     return None if enabled else {"xla_gpu_enable_command_buffer": ""}
