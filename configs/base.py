@@ -36,8 +36,8 @@ def train(steps=1000, batch_size=32, grad_accum=1, compute_dtype="bfloat16",
           xla_command_buffers=TRAIN_COMMAND_BUFFERS) -> ConfigDict:
     """batch_size is global (all processes); each step scans grad_accum microbatches of batch_size/grad_accum.
     compute_dtype: the dtype trainable params are cast to for forward/backward ("" = no cast); masters are
-    float32. xla_command_buffers: compile the step with XLA's GPU command buffers (CUDA graphs); off by default,
-    which measured steadier and no slower (`latentjax.train.step.TRAIN_COMMAND_BUFFERS`)."""
+    float32. xla_command_buffers: compile the step with XLA's GPU command buffers (CUDA graphs); off by default:
+    steadier and faster for per-layer models, 1-2% slower for scanned ones (`latentjax.train.step`)."""
     return ConfigDict(dict(steps=int(steps), batch_size=int(batch_size), grad_accum=int(grad_accum),
                            compute_dtype=compute_dtype, xla_command_buffers=bool(xla_command_buffers)))
 

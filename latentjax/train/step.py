@@ -163,7 +163,7 @@ def make_train_step(loss_fn: Callable, optimizer: optax.GradientTransformation, 
 # The training loop's default (`train.xla_command_buffers`). Measured on an H100 (BUILD_NOTES, Performance): the
 # per-layer 8B LoRA step runs a steady 141 ms without GPU command buffers and 138-165 ms from step to step with them
 # (XLA re-records its CUDA graphs whenever the step's buffers move); the bridge step at batch 8 47.9 vs 52.2 ms,
-# at batch 64 the same.
+# at batch 64 the same; scanned LoRA steps 1-2% slower without them.
 TRAIN_COMMAND_BUFFERS = False
 
 
