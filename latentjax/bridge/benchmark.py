@@ -67,7 +67,7 @@ def main() -> None:
     from latentjax.inference.generate import decoder_apply, generate
     from latentjax.train import state as state_lib
     from latentjax.train.optimizer import make_optimizer
-    from latentjax.train.step import make_train_step
+    from latentjax.train.step import command_buffer_options, make_train_step
 
     mesh = make_mesh((-1, 1, 1))
     rules = rules_lib.DEFAULT_RULES
@@ -94,7 +94,7 @@ def main() -> None:
     shardings = state_lib.state_shardings(init_trainable, optimizer, mesh, rules)
     state = state_lib.init_state(init_trainable, optimizer, 0, shardings, mesh, rules)
     step = make_train_step(model.loss, optimizer, mesh, rules, shardings, BATCH_AXES, args.grad_accum,
-                           learning_rate_fn=schedule)
+                           learning_rate_fn=schedule, compiler_options=command_buffer_options())
     rng = np.random.default_rng(0)
     batches = [synthetic_batch(rng, args.batch, args.sender_len, 3, args.tokens, 3) for _ in range(2)]
     t0 = time.perf_counter()

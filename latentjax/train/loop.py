@@ -148,10 +148,11 @@ def train(config: ConfigDict, experiment: Experiment, mesh: Mesh, workdir: str) 
                                      rules)
     start = int(jax.device_get(state.step))
 
+    command_buffers = bool(tcfg.get("xla_command_buffers", TRAIN_COMMAND_BUFFERS))  # configs older than the key
     step_fn = make_train_step(experiment.loss_fn, optimizer, mesh, rules, shardings, experiment.batch_axes,
                               int(tcfg.grad_accum), learning_rate_fn=schedule,
                               compute_dtype=_compute_dtype(tcfg.compute_dtype),
-                              compiler_options=command_buffer_options(bool(tcfg.get("xla_command_buffers", TRAIN_COMMAND_BUFFERS))))
+                              compiler_options=command_buffer_options(command_buffers))
     writer = metrics_lib.MetricsWriter(workdir, start, enabled=is_main, tensorboard=bool(lcfg.tensorboard))
     preempt = PreemptionFlag(ccfg.preemption_sync_every).install()
     from tqdm import tqdm
