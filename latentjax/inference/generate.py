@@ -6,7 +6,6 @@ column. `apply_fn(params, input_ids, attention_mask, positions, inputs_embeds, c
 """
 from __future__ import annotations
 
-import dataclasses
 import functools
 from typing import Any, Callable, Optional, Sequence
 
