@@ -196,6 +196,7 @@ def main() -> None:
     parser.add_argument("--tag", default="", help="suffix of the JSON file (e.g. the XLA flags' variant name)")
     parser.add_argument("--no_trace", action="store_true", help="time only (no profiler)")
     parser.add_argument("--keep_traces", action="store_true")
+    parser.add_argument("--top", type=int, default=12, help="heaviest kernels listed per workload")
     args = parser.parse_args()
     import numpy as np
 
@@ -221,7 +222,7 @@ def main() -> None:
             res[name] = {"wall_ms": round(suite.median_time(fn, warm=1, reps=max(3, runs)) * 1e3, 3)}
             print("PROFILE " + json.dumps({name: res[name]}), flush=True)
         else:
-            profile(name, fn, runs, res, keep)
+            profile(name, fn, runs, res, keep, args.top)
         with open(path, "w") as f:
             json.dump(res, f, indent=1)
     print(f"\n| workload{(' (' + args.tag + ')') if args.tag else ''} | wall ms | GPU span ms | busy ms | gaps ms | "
