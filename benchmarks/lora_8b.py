@@ -47,7 +47,8 @@ def parse_case(case: str) -> tuple[str, str, int, str, str, bool]:
         key, _, value = opt.partition("=")
         if key not in opts or (key == "chunk" and not value.isdigit()) or \
                 (key == "backward" and value not in ("fused", "recompute")) or \
-                (key == "layers" and value not in ("scanned", "flat")) or (key == "cmdbuf" and value not in ("on", "off")):
+                (key == "layers" and value not in ("scanned", "flat")) or \
+                (key == "cmdbuf" and value not in ("on", "off")):
             raise ValueError(f"Unknown case option {opt!r} in {case!r}; expected "
                              "remat[:attention[:chunk=N][:backward=fused|recompute][:layers=scanned|flat]"
                              "[:cmdbuf=on|off]].")
@@ -126,7 +127,7 @@ def _setup(remat: str, attention: str, loss_chunk: int, backward: str, layers: s
 
 
 def run_one(remat: str, attention: str = "xla", loss_chunk: int = 0, backward: str = "fused",
-            layers: str = "scanned", cmdbuf: bool = True, scale: str = "8b", profile_out: str = "") -> dict:
+            layers: str = "scanned", cmdbuf: bool = False, scale: str = "8b", profile_out: str = "") -> dict:
     import jax
     import numpy as np
 
@@ -150,11 +151,13 @@ def run_one(remat: str, attention: str = "xla", loss_chunk: int = 0, backward: s
 
         profile_kernels.profile(f"lora_{remat}_{layers}", one, 2, {}, keep="", top=40)
     return {"remat": remat, "attention": attention, "loss_chunk": loss_chunk, "loss_backward": backward,
-            "layers": layers, "command_buffers": cmdbuf, "scale": scale, "step_ms": sec * 1e3, "tokens_per_s": b * t / sec,
+            "layers": layers, "command_buffers": cmdbuf, "scale": scale, "step_ms": sec * 1e3,
+            "tokens_per_s": b * t / sec,
             "peak_device_gib": stats.get("peak_bytes_in_use", 0) / 2**30,
             "mfu_vs_813": flops_per_step(cfg, b, t, r) / sec / (PEAK_TFLOPS * 1e12), "loss": float(metrics["loss"]),
             "reference_ms": REFERENCE.get(remat) if scale == "8b" else None, "compile_and_first_step_s": times[0],
-            "first_steps_ms": float(np.median(times[2:12])) * 1e3, "step_times_ms": [round(t * 1e3, 1) for t in times[1:]]}
+            "first_steps_ms": float(np.median(times[2:12])) * 1e3,
+            "step_times_ms": [round(x * 1e3, 1) for x in times[1:]]}
 
 
 def largest_buffers(dump_dir: str, n: int = 12) -> list:
@@ -177,7 +180,7 @@ def largest_buffers(dump_dir: str, n: int = 12) -> list:
 
 
 def analyze_one(remat: str, attention: str = "xla", loss_chunk: int = 0, backward: str = "fused",
-                layers: str = "scanned", cmdbuf: bool = True, scale: str = "8b", dump_dir: str = "") -> dict:
+                layers: str = "scanned", cmdbuf: bool = False, scale: str = "8b", dump_dir: str = "") -> dict:
     """XLA's memory plan of the compiled step, from abstract shapes (nothing allocated, any backend); with
     `dump_dir` (XLA_FLAGS=--xla_dump_to=dump_dir set before jax starts) also its largest non-argument buffers."""
     import jax

@@ -262,21 +262,23 @@ def _decoder_logits(config, rules, params, ids, mask=None):
 
 def part_lora() -> dict:
     """Each case in its own process: peak device memory is per process. Cases (LATENTJAX_SUITE_LORA, default
-    "none,lean,none:layers=flat"): "none" (no remat, keys lora_B4_T512_noremat_*), "lean" (saves q/k/v and the attention context;
-    keys ..._remat_lean_*, compared with the reference's remat run), "minimal" (also saves the MLP product and the
-    branch outputs; keys ..._remat_*); cuDNN attention where it applies, XLA's if cuDNN refuses; a case "minimal:chunk=128" computes the loss
-    128 positions at a time (model.loss_chunk; keys lora_B4_T512_remat_chunk128_...), "minimal:chunk=128:backward=
-    recompute" with the recomputing backward (keys ..._remat_chunk128_recompute_...), "none:layers=flat" with per-layer base
-    weights (keys ..._noremat_flat_...)."""
+    "none,lean,none:layers=flat"): "none" (no remat, keys lora_B4_T512_noremat_*), "lean" (saves q/k/v and the
+    attention context; keys ..._remat_lean_*, compared with the reference's remat run), "minimal" (also saves the MLP
+    product and the branch outputs; keys ..._remat_*); cuDNN attention where it applies, XLA's if cuDNN refuses; a
+    case "minimal:chunk=128" computes the loss 128 positions at a time (model.loss_chunk; keys
+    lora_B4_T512_remat_chunk128_...), "minimal:chunk=128:backward=recompute" with the recomputing backward (keys
+    ..._remat_chunk128_recompute_...), "none:layers=flat" with per-layer base weights (keys ..._noremat_flat_...)."""
     res = {}
     tags = {"none": "noremat", "minimal": "remat", "lean": "remat_lean"}
     for case in os.environ.get("LATENTJAX_SUITE_LORA", "none,lean,none:layers=flat").split(","):
         remat, _, opts = case.partition(":")
         if remat not in tags:
             raise ValueError(f"LATENTJAX_SUITE_LORA case {case!r}: remat must be one of {sorted(tags)}.")
-        # options as lora_8b.py's cases: chunk=N[:backward=recompute] -> tag suffix _chunkN[_recompute]
-        tag = tags[remat] + "".join("_" + o.replace("chunk=", "chunk").replace("backward=", "").replace("layers=", "").replace("cmdbuf=", "cmdbuf_")
-                                    for o in opts.split(":") if o and o != "chunk=0")
+        # options as lora_8b.py's cases: chunk=N, backward=recompute, layers=flat, cmdbuf=on -> tag suffixes
+        # _chunkN, _recompute, _flat, _cmdbuf_on
+        short = {"chunk": "chunk", "backward": "", "layers": "", "cmdbuf": "cmdbuf_"}
+        tag = tags[remat] + "".join("_" + short.get(k, k + "_") + v for k, _, v in
+                                    (o.partition("=") for o in opts.split(":") if o and o != "chunk=0"))
         r = {}
         for attention in ("auto", "xla"):
             one = f"{remat}:{attention}" + (f":{opts}" if opts else "")

@@ -168,19 +168,19 @@ def merge(base_params: Any, lora_params: Any, lora_cfg: LoraConfig) -> Any:
     """Plain decoder params with the adapter folded in: W' = W + scale * A @ B per layer, in W's dtype.
     Jittable (shardings follow the base weights); the base tree is not modified."""
     lora_params = rules_lib.unbox(lora_params)
+    # a stacked base takes the stacked factors at once; a per-layer base (`layers_<i>`) slice i of them
+    factors = {"layers": lora_params["layers"]} if "layers" in base_params else per_layer(lora_params)
     out = dict(base_params)
-    for proj in lora_targets(lora_params):
-        block = LAYER_PROJECTIONS[proj]
-        ab = lora_params["layers"][block][proj]
-        # a stacked base takes the stacked factors at once; a per-layer base (`layers_<i>`) slice i of them
-        parts = ([("layers", ab)] if "layers" in base_params else
-                 [(f"layers_{i}", jax.tree.map(lambda x, i=i: x[i], ab)) for i in range(ab["lora_A"].shape[0])])
-        for name, f in parts:
-            layer = out[name]
+    for name, layer_factors in factors.items():
+        layer = out[name]
+        for proj in lora_targets(lora_params):
+            block = LAYER_PROJECTIONS[proj]
+            f = layer_factors[block][proj]
             kernel = layer[block][proj]["kernel"]
             delta = jnp.einsum("...ir,...ro->...io", f["lora_A"].astype(jnp.float32), f["lora_B"].astype(jnp.float32))
             new_kernel = (kernel.astype(jnp.float32) + lora_cfg.scale * delta).astype(kernel.dtype)
-            out[name] = {**layer, block: {**layer[block], proj: {**layer[block][proj], "kernel": new_kernel}}}
+            layer = {**layer, block: {**layer[block], proj: {**layer[block][proj], "kernel": new_kernel}}}
+        out[name] = layer
     return out
 
 
