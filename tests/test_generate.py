@@ -11,7 +11,7 @@ from transformers.generation.logits_process import TopKLogitsWarper, TopPLogitsW
 
 import latentjax
 from latentjax.inference.generate import generate
-from latentjax.inference.sampling import SamplingConfig, _top_p_filter, _top_p_filter_sorted, sample
+from latentjax.inference.sampling import SamplingConfig, _top_p_filter_sorted, sample
 from tests.test_models import left_padded
 
 
@@ -69,37 +69,54 @@ def test_sampling_without_key_is_refused(tiny_dirs):
         generate(model.config, model.params, np.ones((1, 3), np.int32), sampling=SamplingConfig(temperature=1.0))
 
 
+@pytest.mark.parametrize("bad", [dict(top_p=0.0), dict(top_p=1.5), dict(temperature=-1.0), dict(top_k=-2)])
+def test_out_of_range_sampling_settings_are_refused(bad):
+    with pytest.raises(ValueError, match="0 < top_p <= 1"):
+        SamplingConfig(**bad)
+
+
 def test_right_padded_prompts_are_refused(tiny_dirs):
     model = latentjax.from_pretrained(tiny_dirs["llama31"])
     with pytest.raises(ValueError, match="left-padded"):
         generate(model.config, model.params, np.ones((1, 3), np.int32), np.array([[1, 1, 0]]))
 
 
+def _nucleus(logits, top_p):
+    """Which tokens the sampler accepts as candidates, every token of the vocabulary tried."""
+    from latentjax.inference import sampling
+
+    x = jnp.asarray(logits)
+    top = jnp.max(x, axis=-1, keepdims=True)
+    total = jnp.sum(jnp.exp(x - top), axis=-1, keepdims=True)
+    every = jnp.broadcast_to(jnp.arange(x.shape[1]), x.shape)
+    return np.asarray(sampling._accepts(x, top, total, every, top_p))
+
+
 @pytest.mark.parametrize("top_p", [0.3, 0.8, 0.95])
-def test_top_p_and_top_k_filters_keep_the_same_tokens_as_transformers(top_p):
+def test_top_p_and_top_k_keep_the_same_tokens_as_transformers(top_p):
     logits = np.random.RandomState(14).randn(4, 50).astype(np.float32) * 3
-    ours = np.isfinite(np.asarray(_top_p_filter(jnp.asarray(logits), top_p)))
     ref = np.isfinite(TopPLogitsWarper(top_p)(None, torch.tensor(logits)).numpy())
-    np.testing.assert_array_equal(ours, ref)
-    cfg = SamplingConfig(temperature=1.0, top_k=5)
-    draws = np.stack([np.asarray(sample(jnp.asarray(logits), jax.random.key(i), cfg)) for i in range(200)])
+    np.testing.assert_array_equal(_nucleus(logits, top_p), ref)
+    draw = jax.jit(jax.vmap(lambda key, cfg: sample(jnp.asarray(logits), key, cfg), in_axes=(0, None)),
+                   static_argnums=1)
+    keys = jax.random.split(jax.random.key(0), 200)
+    draws = np.asarray(draw(keys, SamplingConfig(temperature=1.0, top_k=5)))
     allowed = np.isfinite(TopKLogitsWarper(5)(None, torch.tensor(logits)).numpy())
+    assert all(allowed[row, draws[:, row]].all() for row in range(4))
+    draws = np.asarray(draw(keys, SamplingConfig(temperature=1.0, top_k=5, top_p=top_p)))
+    allowed &= np.isfinite(TopPLogitsWarper(top_p)(None, torch.tensor(np.where(allowed, logits, -np.inf))).numpy())
     assert all(allowed[row, draws[:, row]].all() for row in range(4))
 
 
 @pytest.mark.parametrize("top_p", [0.05, 0.5, 0.9, 0.95, 0.999])
-@pytest.mark.parametrize("search", ["bisection", "radix"])
-def test_top_p_search_keeps_exactly_the_tokens_of_the_sorted_definition(top_p, search):
-    from latentjax.inference import sampling
-
-    _top_p_filter = {"bisection": sampling._top_p_bisection, "radix": sampling._top_p_radix}[search]
+def test_top_p_accepts_exactly_the_tokens_of_the_sorted_definition(top_p):
     rs = np.random.RandomState(3)
-    logits = (rs.randn(16, 32000) * rs.uniform(0.5, 8, (16, 1))).astype(np.float32)
+    logits = (rs.randn(16, 2000) * rs.uniform(0.5, 8, (16, 1))).astype(np.float32)
     logits[:4] = np.round(logits[:4])  # many ties, also at the threshold
     logits[4, ::3] = -np.inf  # rows already cut by top-k
-    logits[5] = -50.0 - np.arange(32000) * 1e-3  # all negative
+    logits[5] = -50.0 - np.arange(2000) * 1e-3  # all negative
     logits[6, 7] = 1e4  # one certain token
-    fast = np.isfinite(np.asarray(_top_p_filter(jnp.asarray(logits), top_p)))
+    fast = _nucleus(logits, top_p)
     slow = np.isfinite(np.asarray(_top_p_filter_sorted(jnp.asarray(logits), top_p)))
     assert fast.sum(axis=1).min() >= 1
     probs = np.asarray(jax.nn.softmax(jnp.asarray(logits), axis=-1), np.float64)
@@ -109,6 +126,39 @@ def test_top_p_search_keeps_exactly_the_tokens_of_the_sorted_definition(top_p, s
         masses = [probs[row][logits[row] > t].sum() for t in (t_fast, t_slow)]
         assert max(abs(m - top_p) for m in masses) < 1e-5, (row, masses)
     assert (fast != slow).any(axis=1).sum() <= 1
+
+
+@pytest.mark.parametrize("vocab, top_p", [(4096, 0.9), (4096, 0.3), (61, 0.95)])
+def test_top_p_draws_follow_the_renormalised_nucleus(vocab, top_p):
+    """A chi-square test of 20,000 draws per row against the nucleus's renormalised probabilities. 4,096 = 64 blocks
+    of 64; 61 (prime) is padded to one block; top-p 0.3 rejects often, so most rows need several rounds."""
+    from scipy import stats
+
+    from latentjax.inference import sampling
+
+    rs = np.random.RandomState(vocab)
+    logits = (rs.randn(2, vocab) * 2.5).astype(np.float32)
+    logits[1, ::2] = -np.inf
+    n = 20_000
+    draws = np.asarray(sampling._sample_top_p(jnp.asarray(np.tile(logits, (n, 1))), jax.random.key(0), top_p))
+    draws = draws.reshape(n, 2)
+    kept = np.asarray(_top_p_filter_sorted(jnp.asarray(logits), top_p))
+    for row in range(2):
+        probs = np.asarray(jax.nn.softmax(jnp.asarray(kept[row])), np.float64)
+        assert np.isfinite(kept[row, draws[:, row]]).all()  # no draw outside the nucleus
+        counts = np.bincount(draws[:, row], minlength=vocab)
+        # Cells with few expected draws are pooled, as a chi-square test needs.
+        order = np.argsort(-probs)
+        expected, observed = n * probs[order], counts[order]
+        big = expected >= 5
+        cells_e = np.append(expected[big], expected[~big].sum())
+        cells_o = np.append(observed[big], observed[~big].sum())
+        if cells_e[-1] < 5:
+            cells_e, cells_o = cells_e[:-1], cells_o[:-1]
+            cells_e[-1] += expected[~big].sum()
+            cells_o[-1] += observed[~big].sum()
+        p = stats.chisquare(cells_o, cells_e * cells_o.sum() / cells_e.sum()).pvalue
+        assert p > 1e-3, (row, p, len(cells_e))
 
 
 def test_repeated_calls_reuse_the_compiled_loop(tiny_dirs):
