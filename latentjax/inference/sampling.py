@@ -49,8 +49,8 @@ def _sample_top_p(logits: jax.Array, rng: jax.Array, top_p: float) -> jax.Array:
     the mass strictly above it is < top_p. An accepted draw is distributed exactly as the renormalised nucleus and
     a draw is accepted with probability >= top_p, so a few draws per row nearly always suffice; rows that
     reject them all draw again (a loop that usually runs zero times). Three passes over the logits (max, block
-    sums, the candidates' masses above) instead of a sort or a radix select: H100, batch 64 x 128k vocabulary,
-    ~0.6 ms per token with 8 radix passes (session 5's profile)."""
+    sums, the candidates' masses above) instead of a sort or a radix select: batch 64 x 128k vocabulary, 64 new
+    tokens on an H200, top-p cost 3.4 ms over greedy against 32.2 ms with an 8-pass radix select."""
     batch, vocab = logits.shape
     block = _block_size(vocab)
     padded = -vocab % block
