@@ -94,6 +94,8 @@ def _sample_top_p(logits: jax.Array, rng: jax.Array, top_p: float) -> jax.Array:
 def _accepts(logits: jax.Array, top: jax.Array, total: jax.Array, tokens: jax.Array, top_p: float) -> jax.Array:
     """Whether each token [batch, n] is in the nucleus: the mass of the strictly better tokens is < top_p. `top` and
     `total` [batch, 1] are the logits' maximum and the sum of exp(logits - top)."""
+    # exp is recomputed inside this reduction rather than passed in: a stored [batch, vocab] probability array
+    # would cost a write and a read per round, the recomputation nothing on a bandwidth-bound pass.
     chosen = jnp.take_along_axis(logits, tokens, axis=-1)
     better = logits[:, None, :] > chosen[..., None]
     return jnp.sum(jnp.where(better, jnp.exp(logits - top)[:, None, :], 0.0), axis=-1) < top_p * total
