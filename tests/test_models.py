@@ -195,6 +195,15 @@ def test_attention_auto_picks_cudnn_only_where_it_applies(monkeypatch):
     assert decoder.attention_implementation("auto", q(63), q(63)) == "xla"  # odd lengths: cuDNN's backward refuses
     assert decoder.attention_implementation("auto", q(64, jnp.float32), q(64, jnp.float32)) == "xla"
     assert decoder.attention_implementation("auto", q(64, h=12), q(64, h=12)) == "xla"
+    # the Pallas decode kernel: always when asked for by name (decode steps only), by "auto" only when switched on
+    assert decoder.attention_implementation("pallas", q(1), q(128), decoding=True) == "pallas"
+    assert decoder.attention_implementation("pallas", q(64), q(128), decoding=True) == "cudnn"  # a prefill chunk
+    assert decoder.attention_implementation("pallas", q(1), q(128)) == "xla"  # no cache: not a decode step
+    monkeypatch.setattr(decoder, "AUTO_DECODE_KERNEL", True)
+    assert decoder.attention_implementation("auto", q(1), q(128), decoding=True) == "pallas"
+    assert decoder.attention_implementation("auto", q(1, jnp.float32), q(128, jnp.float32), decoding=True) == "xla"
+    monkeypatch.setattr(jax, "device_count", lambda: 8)  # a custom kernel is not partitioned over a mesh
+    assert decoder.attention_implementation("auto", q(1), q(128), decoding=True) == "xla"
 
 
 def test_index_causal_hint_changes_no_real_token(monkeypatch):

@@ -55,7 +55,7 @@ class DecoderConfig:
     dtype: str = "float32"  # compute dtype
     param_dtype: str = "float32"
     remat_policy: str = "none"  # none | full | minimal | lean | save_dots
-    attention_impl: str = "auto"  # xla | cudnn | auto (cuDNN where it applies: decoder.attention_implementation)
+    attention_impl: str = "auto"  # xla | cudnn | pallas | auto (see decoder.attention_implementation)
     scan_unroll: int = 1  # layers per scan iteration (num_layers = fully unrolled)
     # False: one parameter subtree per layer (`layers_0`, ...; see models.model.unstack_layers), run as straight-line
     # code. Decoding reads each layer's weights in place instead of slicing them out of a stacked array in a loop.

@@ -16,6 +16,7 @@ from jax.ad_checkpoint import checkpoint_name
 
 from latentjax.models import rope as rope_lib
 from latentjax.models.config import DecoderConfig
+from latentjax.models.decode_attention import decode_attention
 
 Array = jax.Array
 
@@ -103,17 +104,28 @@ def make_attention_mask(q_pos: Array, kv_pos: Array, kv_valid: Array, window: Op
     return allowed[:, None]
 
 
-def attention_implementation(choice: str, q: Array, k: Array) -> str:
-    """`jax.nn.dot_product_attention`'s implementation for `choice` (xla | cudnn | auto). "auto" picks cuDNN's fused
-    kernel where it applies (a GPU, several query positions, even lengths, head_dim <= 256 and a multiple of 8,
-    bf16/fp16) and XLA's elsewhere; jax's own default (implementation=None) is always XLA's."""
-    if choice not in ("auto", "xla", "cudnn"):
-        raise ValueError(f"attention_impl must be one of xla, cudnn, auto; got {choice!r}.")
-    if choice != "auto":
-        return choice
+# Whether "auto" sends a single-GPU decode step's attention to the Pallas kernel (`decode_attention`); see BUILD_NOTES
+# (Performance, session 7) for the measurement behind the setting.
+AUTO_DECODE_KERNEL = False
+
+
+def attention_implementation(choice: str, q: Array, k: Array, decoding: bool = False) -> str:
+    """The attention implementation for `choice` (xla | cudnn | pallas | auto): `jax.nn.dot_product_attention`'s
+    "xla" or "cudnn", or "pallas" for `decode_attention`'s kernel. "auto" picks cuDNN's fused kernel where it applies
+    (a GPU, several query positions, even lengths, head_dim <= 256 and a multiple of 8, bf16/fp16), the Pallas
+    kernel for a decode step on one GPU when AUTO_DECODE_KERNEL is set, and XLA's elsewhere; jax's own default
+    (implementation=None) is always XLA's. "pallas" sends every decode step (one query over a cache) to the kernel,
+    interpreted off a GPU, and the other steps where "auto" would."""
+    if choice not in ("auto", "xla", "cudnn", "pallas"):
+        raise ValueError(f"attention_impl must be one of xla, cudnn, pallas, auto; got {choice!r}.")
     t, s, h = q.shape[1], k.shape[1], q.shape[-1]
-    fused = (jax.default_backend() == "gpu" and t > 1 and t % 2 == 0 and s % 2 == 0 and h <= 256 and h % 8 == 0
-             and q.dtype in (jnp.bfloat16, jnp.float16) and k.dtype == q.dtype)
+    gpu, half = jax.default_backend() == "gpu", q.dtype in (jnp.bfloat16, jnp.float16) and k.dtype == q.dtype
+    if decoding and t == 1 and (choice == "pallas" or (
+            choice == "auto" and AUTO_DECODE_KERNEL and gpu and half and jax.device_count() == 1)):
+        return "pallas"
+    if choice in ("xla", "cudnn"):
+        return choice
+    fused = gpu and t > 1 and t % 2 == 0 and s % 2 == 0 and h <= 256 and h % 8 == 0 and half
     return "cudnn" if fused else "xla"
 
 
@@ -162,10 +174,14 @@ class Attention(nn.Module):
                 cv = jax.lax.dynamic_update_slice(cv, v.astype(cv.dtype), start)
                 new_cache = (ck, cv)
                 k, v = ck.astype(q.dtype), cv.astype(q.dtype)
-        impl = attention_implementation(cfg.attention_impl, q, k)
-        # cuDNN skips the blocks above the diagonal only when told the mask is causal; XLA's path is left as it is
-        causal = impl == "cudnn" and mask.index_causal
-        out = jax.nn.dot_product_attention(q, k, v, mask=mask.allowed, is_causal=causal, implementation=impl)
+        impl = attention_implementation(cfg.attention_impl, q, k, decoding=cache_kv is not None)
+        if impl == "pallas":  # the slots from cache_index + t on are empty in every row: the kernel skips them
+            out = decode_attention(q, k, v, mask.allowed[:, 0, 0, :], cache_index + t,
+                                   interpret=jax.default_backend() != "gpu")
+        else:
+            # cuDNN skips the blocks above the diagonal only when told the mask is causal; XLA's path is left as is
+            causal = impl == "cudnn" and mask.index_causal
+            out = jax.nn.dot_product_attention(q, k, v, mask=mask.allowed, is_causal=causal, implementation=impl)
         out = checkpoint_name(out.reshape(b, t, cfg.num_heads * cfg.head_dim), "attn_ctx")
         out = _dense(cfg.hidden_size, ("heads", "embed"), cfg.attention_bias, cfg, "o_proj")(out)
         return checkpoint_name(out, "attn_out"), new_cache

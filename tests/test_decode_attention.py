@@ -1,0 +1,77 @@
+"""The Pallas decode-attention kernel (interpreted on the CPU) against XLA's attention, and generation through it."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import latentjax
+from latentjax.inference.generate import generate
+from latentjax.models.decode_attention import decode_attention
+from tests.test_models import left_padded
+
+
+def _xla(q, k, v, allowed):
+    return jax.nn.dot_product_attention(q, k, v, mask=allowed[:, None, None, :], implementation="xla")
+
+
+@pytest.mark.parametrize("slots,filled,kv_heads,group", [(70, 67, 2, 4), (128, 128, 2, 1), (130, 97, 1, 3)])
+def test_kernel_equals_xla_attention_over_the_filled_slots(slots, filled, kv_heads, group):
+    rs = np.random.RandomState(slots)
+    b, d = 4, 32
+    q = jnp.asarray(rs.randn(b, 1, kv_heads * group, d), jnp.float32)
+    k = rs.randn(b, slots, kv_heads, d).astype(np.float32)
+    v = rs.randn(b, slots, kv_heads, d).astype(np.float32)
+    allowed = np.zeros((b, slots), bool)
+    allowed[0, 5:filled] = True  # left padding
+    allowed[1, :filled] = True
+    allowed[2, filled - 9:filled] = True  # a window
+    allowed[2, 10] = True  # and one far key
+    allowed[3, rs.rand(slots) < 0.3] = True  # holes anywhere
+    allowed[3, filled:] = False
+    allowed[3, filled - 1] = True
+    ref = _xla(q, jnp.asarray(k), jnp.asarray(v), jnp.asarray(allowed))
+    # slots at or after `filled` are empty for every row: the kernel must not read them
+    k[:, filled:], v[:, filled:] = np.nan, np.nan
+    out = decode_attention(q, jnp.asarray(k), jnp.asarray(v), jnp.asarray(allowed), filled, interpret=True)
+    assert out.shape == q.shape and out.dtype == q.dtype
+    np.testing.assert_allclose(np.asarray(out), np.asarray(ref), rtol=1e-5, atol=1e-5)
+
+
+def test_kernel_in_bf16_is_as_close_to_float32_as_xla():
+    rs = np.random.RandomState(3)
+    q, k, v = (rs.randn(*s).astype(np.float32) for s in [(2, 1, 8, 64), (2, 96, 2, 64), (2, 96, 2, 64)])
+    allowed = jnp.asarray(np.arange(96)[None, :] >= np.array([[0], [30]]))
+    exact = np.asarray(_xla(*(jnp.asarray(a) for a in (q, k, v)), allowed))
+    half = [jnp.asarray(a, jnp.bfloat16) for a in (q, k, v)]
+    ours = np.asarray(decode_attention(*half, allowed, 96, interpret=True), np.float32)
+    xla = np.asarray(_xla(*half, allowed), np.float32)
+    err = lambda a: np.max(np.abs(a - exact)) / np.max(np.abs(exact))  # noqa: E731
+    assert err(ours) < 2e-2 and err(ours) < 2 * err(xla) + 1e-3
+
+
+def test_kernel_refuses_several_query_positions():
+    x = jnp.zeros((1, 2, 4, 16))
+    with pytest.raises(ValueError, match="one query position"):
+        decode_attention(x, x, x, jnp.ones((1, 2), bool), 2, interpret=True)
+
+
+@pytest.mark.parametrize("variant,scan", [("llama31", False), ("mistral_window", True)])
+def test_generation_through_the_kernel_equals_xla_attention(tiny_dirs, variant, scan):
+    model = latentjax.from_pretrained(tiny_dirs[variant], scan_layers=scan)
+    ids, mask = left_padded(np.random.RandomState(21), [5, 14, 9])
+    run = lambda impl: generate(model.config.replace(attention_impl=impl), model.params, ids, mask,  # noqa: E731
+                                max_new_tokens=12)
+    np.testing.assert_array_equal(np.asarray(run("pallas").tokens), np.asarray(run("xla").tokens))
+    # and the decode step's logits themselves
+    from latentjax.models.decoder import Decoder, KVCache
+
+    def step_logits(impl):
+        cfg = model.config.replace(attention_impl=impl)
+        cache = KVCache.zeros(cfg, ids.shape[0], ids.shape[1] + 3, jnp.float32)
+        out = Decoder(cfg).apply({"params": model.params}, jnp.asarray(ids), jnp.asarray(mask), cache=cache)
+        nxt = jnp.argmax(out.logits[:, -1], axis=-1)[:, None]
+        return np.asarray(Decoder(cfg).apply({"params": model.params}, nxt, cache=out.cache).logits)
+
+    np.testing.assert_allclose(step_logits("pallas"), step_logits("xla"), rtol=1e-5, atol=1e-5)
