@@ -236,7 +236,7 @@ def test_index_causal_hint_changes_no_real_token(monkeypatch):
             mask = mask & jnp.tril(jnp.ones((q.shape[1], k.shape[1]), bool))
         return real(q, k, v, mask=mask, implementation="xla")
 
-    monkeypatch.setattr(decoder, "attention_implementation", lambda choice, q, k: "cudnn")
+    monkeypatch.setattr(decoder, "attention_implementation", lambda choice, q, k, decoding=False: "cudnn")
     monkeypatch.setattr(jax.nn, "dot_product_attention", as_cudnn)
     hinted = np.asarray(fwd())
     assert asked == [True] * cfg.num_layers
