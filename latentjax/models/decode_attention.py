@@ -46,7 +46,7 @@ def _kernel(q_ref, k_ref, v_ref, allowed_ref, filled_ref, o_ref, *, slots: int, 
     head_dim = q.shape[1]
     init = (jnp.zeros((rows, head_dim), jnp.float32), jnp.full((rows,), -jnp.inf, jnp.float32),
             jnp.zeros((rows,), jnp.float32))
-    blocks = (filled + BLOCK_SLOTS - 1) // BLOCK_SLOTS
+    blocks = pl.cdiv(filled, BLOCK_SLOTS)
     acc, _, total = jax.lax.fori_loop(0, blocks, body, init)
     # a row with no allowed key returns zeros (XLA's attention would average every value; decode rows always
     # allow their own key)
