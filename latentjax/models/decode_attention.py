@@ -21,8 +21,7 @@ BLOCK_SLOTS = 64  # slots per loop step: 64 x head_dim keys and values per kv he
 
 def _kernel(q_ref, k_ref, v_ref, allowed_ref, filled_ref, o_ref, *, slots: int, scale: float):
     q = q_ref[...]  # [rows, head_dim]: this kv head's queries, zero rows below its group
-    rows = q.shape[0]
-
+    rows, head_dim = q.shape
     filled = jnp.minimum(filled_ref[()], slots)
 
     def body(block, carry):
@@ -43,7 +42,6 @@ def _kernel(q_ref, k_ref, v_ref, allowed_ref, filled_ref, o_ref, *, slots: int, 
         acc = acc * fade[:, None] + plgpu.dot(p.astype(v.dtype), v).astype(jnp.float32)
         return acc, new_best, total * fade + jnp.sum(p, axis=1)
 
-    head_dim = q.shape[1]
     init = (jnp.zeros((rows, head_dim), jnp.float32), jnp.full((rows,), -jnp.inf, jnp.float32),
             jnp.zeros((rows,), jnp.float32))
     blocks = pl.cdiv(filled, BLOCK_SLOTS)

@@ -104,8 +104,8 @@ def make_attention_mask(q_pos: Array, kv_pos: Array, kv_valid: Array, window: Op
     return allowed[:, None]
 
 
-# Whether "auto" sends a single-GPU decode step's attention to the Pallas kernel (`decode_attention`); see BUILD_NOTES
-# (Performance, session 7) for the measurement behind the setting.
+# Whether "auto" sends a single-GPU decode step's attention to the Pallas kernel (`decode_attention`): off until a
+# GPU A/B shows it faster than XLA's at batch 64 and no slower at batch 1 (BUILD_NOTES, Performance, session 7).
 AUTO_DECODE_KERNEL = False
 
 
@@ -115,7 +115,8 @@ def attention_implementation(choice: str, q: Array, k: Array, decoding: bool = F
     (a GPU, several query positions, even lengths, head_dim <= 256 and a multiple of 8, bf16/fp16), the Pallas
     kernel for a decode step on one GPU when AUTO_DECODE_KERNEL is set, and XLA's elsewhere; jax's own default
     (implementation=None) is always XLA's. "pallas" sends every decode step (one query over a cache) to the kernel,
-    interpreted off a GPU, and the other steps where "auto" would."""
+    interpreted off a GPU, and the other steps where "auto" would; it is meant for one device (a custom kernel is
+    not partitioned over a mesh)."""
     if choice not in ("auto", "xla", "cudnn", "pallas"):
         raise ValueError(f"attention_impl must be one of xla, cudnn, pallas, auto; got {choice!r}.")
     t, s, h = q.shape[1], k.shape[1], q.shape[-1]
