@@ -16,7 +16,6 @@ from jax.ad_checkpoint import checkpoint_name
 
 from latentjax.models import rope as rope_lib
 from latentjax.models.config import DecoderConfig
-from latentjax.models.decode_attention import decode_attention
 
 Array = jax.Array
 
@@ -177,6 +176,9 @@ class Attention(nn.Module):
                 k, v = ck.astype(q.dtype), cv.astype(q.dtype)
         impl = attention_implementation(cfg.attention_impl, q, k, decoding=cache_kv is not None)
         if impl == "pallas":  # the slots from cache_index + t on are empty in every row: the kernel skips them
+            # imported here: Pallas' Triton module is needed only by this path (not on TPUs, say)
+            from latentjax.models.decode_attention import decode_attention
+
             out = decode_attention(q, k, v, mask.allowed[:, 0, 0, :], cache_index + t,
                                    interpret=jax.default_backend() != "gpu")
         else:
