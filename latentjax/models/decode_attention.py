@@ -5,6 +5,10 @@ them. This kernel reads the keys and values of the filled slots only (the cache'
 the cache's own [batch, slots, kv_heads, head_dim] layout, and keeps the scores, the mask and an online softmax in
 registers. The queries of one kv head (its `group` heads, padded to the 16 rows a tensor-core dot needs) share one
 read of that head's keys. Off a GPU the kernel runs in Pallas' interpreter (tests).
+
+jax ships a Pallas decode kernel (`jax.experimental.pallas.ops.gpu.decode_attention.gqa`), but it swaps the cache to
+[batch, kv_heads, slots, head_dim] (a copy of every layer's cache on every step), takes one contiguous range of
+keys per row rather than a mask, and needs the slot count divisible by its splits.
 """
 from __future__ import annotations
 
@@ -30,13 +34,13 @@ def _kernel(q_ref, k_ref, v_ref, allowed_ref, filled_ref, o_ref, *, slots: int, 
         inside = idx < filled  # the empty slots of the last block are never read
         cut = pl.ds(block * BLOCK_SLOTS, BLOCK_SLOTS)
         k = plgpu.load(k_ref.at[cut, :], mask=inside[:, None], other=0)
-        ok = (plgpu.load(allowed_ref.at[cut], mask=inside, other=0) != 0) & inside
+        ok = plgpu.load(allowed_ref.at[cut], mask=inside, other=0) != 0
         s = plgpu.dot(q, k, trans_b=True).astype(jnp.float32) * scale  # [rows, BLOCK_SLOTS]
         s = jnp.where(ok[None, :], s, -jnp.inf)
         new_best = jnp.maximum(best, jnp.max(s, axis=1))
         # rows that have seen no allowed key yet keep best = -inf; shifting by 0 there keeps exp finite
         shift = jnp.where(new_best == -jnp.inf, 0.0, new_best)
-        p = jnp.where(ok[None, :], jnp.exp(s - shift[:, None]), 0.0)
+        p = jnp.exp(s - shift[:, None])  # 0 at the masked keys (s = -inf, shift finite)
         fade = jnp.exp(best - shift)
         v = plgpu.load(v_ref.at[cut, :], mask=inside[:, None], other=0)
         acc = acc * fade[:, None] + plgpu.dot(p.astype(v.dtype), v).astype(jnp.float32)
