@@ -16,8 +16,12 @@ def _xla(q, k, v, allowed):
     return jax.nn.dot_product_attention(q, k, v, mask=allowed[:, None, None, :], implementation="xla")
 
 
-@pytest.mark.parametrize("slots,filled,kv_heads,group", [(70, 67, 2, 4), (128, 128, 2, 1), (130, 97, 1, 3)])
-def test_kernel_equals_xla_attention_over_the_filled_slots(slots, filled, kv_heads, group):
+@pytest.mark.parametrize("slots,filled,kv_heads,group,splits", [
+    (70, 67, 2, 4, 1), (128, 128, 2, 1, 1), (130, 97, 1, 3, 1),
+    (130, 97, 1, 3, 3),  # the last range is past `filled`: it must add nothing
+    (200, 150, 2, 2, 4),  # ranges of one block each; one row's allowed keys all in the first range
+    (70, 67, 2, 4, None)])  # the default split for this small grid
+def test_kernel_equals_xla_attention_over_the_filled_slots(slots, filled, kv_heads, group, splits):
     rs = np.random.RandomState(slots)
     b, d = 4, 32
     q = jnp.asarray(rs.randn(b, 1, kv_heads * group, d), jnp.float32)
@@ -31,10 +35,14 @@ def test_kernel_equals_xla_attention_over_the_filled_slots(slots, filled, kv_hea
     allowed[3, rs.rand(slots) < 0.3] = True  # holes anywhere
     allowed[3, filled:] = False
     allowed[3, filled - 1] = True
+    if slots == 200:
+        allowed[2] = False
+        allowed[2, 3:20] = True
     ref = _xla(q, jnp.asarray(k), jnp.asarray(v), jnp.asarray(allowed))
     # slots at or after `filled` are empty for every row: the kernel must not read them
     k[:, filled:], v[:, filled:] = np.nan, np.nan
-    out = decode_attention(q, jnp.asarray(k), jnp.asarray(v), jnp.asarray(allowed), filled, interpret=True)
+    out = decode_attention(q, jnp.asarray(k), jnp.asarray(v), jnp.asarray(allowed), filled, interpret=True,
+                           splits=splits)
     assert out.shape == q.shape and out.dtype == q.dtype
     np.testing.assert_allclose(np.asarray(out), np.asarray(ref), rtol=1e-5, atol=1e-5)
 
@@ -49,6 +57,13 @@ def test_kernel_in_bf16_is_as_close_to_float32_as_xla():
     xla = np.asarray(_xla(*half, allowed), np.float32)
     err = lambda a: np.max(np.abs(a - exact)) / np.max(np.abs(exact))  # noqa: E731
     assert err(ours) < 2e-2 and err(ours) < 2 * err(xla) + 1e-3
+
+
+def test_slot_splits_fill_the_grid_at_small_batch_only():
+    from latentjax.models.decode_attention import slot_splits
+    assert slot_splits(64, 8, 1024) == 1  # 512 programs already
+    assert slot_splits(1, 8, 1024) == 16  # 8 programs would leave most multiprocessors idle
+    assert slot_splits(1, 8, 100) == 2  # never more ranges than blocks of slots
 
 
 def test_kernel_refuses_several_query_positions():

@@ -1,10 +1,12 @@
-"""Single-query attention over a layer's KV cache as one Pallas (Triton) kernel per (row, kv head).
+"""Single-query attention over a layer's KV cache as one Pallas (Triton) kernel.
 
 A decode step's attention through XLA is two batched dots over every slot of the cache plus the softmax between
 them. This kernel reads the keys and values of the filled slots only (the cache's write index bounds the loop), in
 the cache's own [batch, slots, kv_heads, head_dim] layout, and keeps the scores, the mask and an online softmax in
 registers. The queries of one kv head (its `group` heads, padded to the 16 rows a tensor-core dot needs) share one
-read of that head's keys. Off a GPU the kernel runs in Pallas' interpreter (tests).
+read of that head's keys. One program runs per (row, kv head, range of slots): at a small batch each (row, kv head)
+is split over several ranges, merged after, so that a long cache streams through every multiprocessor rather than
+through batch x kv_heads of them. Off a GPU the kernel runs in Pallas' interpreter (tests).
 
 jax ships a Pallas decode kernel (`jax.experimental.pallas.ops.gpu.decode_attention.gqa`), but it swaps the cache to
 [batch, kv_heads, slots, head_dim] (a copy of every layer's cache on every step), takes one contiguous range of
@@ -21,12 +23,25 @@ from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plgpu
 
 BLOCK_SLOTS = 64  # slots per loop step: 64 x head_dim keys and values per kv head in flight
+TARGET_PROGRAMS = 128  # about one program per streaming multiprocessor of an H100 (132) or H200 (132)
 
 
-def _kernel(q_ref, k_ref, v_ref, allowed_ref, filled_ref, o_ref, *, slots: int, scale: float):
+def slot_splits(batch: int, kv_heads: int, slots: int) -> int:
+    """How many ranges of slots each (row, kv head) is split over so that the grid fills the GPU: one at a large
+    batch (b64 x 8 kv heads is already 512 programs), up to 16 at batch 1 (8 programs would leave most of an H100
+    idle while a long cache streams through them)."""
+    want = -(-TARGET_PROGRAMS // (batch * kv_heads))
+    return max(1, min(want, -(-slots // BLOCK_SLOTS)))
+
+
+def _kernel(q_ref, k_ref, v_ref, allowed_ref, filled_ref, *out_refs, slots: int, scale: float, span: int):
+    """One (row, kv head, slot range): an online softmax over the range's filled blocks. With one range the output
+    is normalised here; with several, the partial sums and running maxima go out for `_combine`."""
     q = q_ref[...]  # [rows, head_dim]: this kv head's queries, zero rows below its group
     rows, head_dim = q.shape
     filled = jnp.minimum(filled_ref[()], slots)
+    first = pl.program_id(2) * span  # in blocks
+    last = jnp.minimum(first + span, pl.cdiv(filled, BLOCK_SLOTS))
 
     def body(block, carry):
         acc, best, total = carry
@@ -48,20 +63,32 @@ def _kernel(q_ref, k_ref, v_ref, allowed_ref, filled_ref, o_ref, *, slots: int, 
 
     init = (jnp.zeros((rows, head_dim), jnp.float32), jnp.full((rows,), -jnp.inf, jnp.float32),
             jnp.zeros((rows,), jnp.float32))
-    blocks = pl.cdiv(filled, BLOCK_SLOTS)
-    acc, _, total = jax.lax.fori_loop(0, blocks, body, init)
-    # a row with no allowed key returns zeros (XLA's attention would average every value; decode rows always
-    # allow their own key)
-    o_ref[...] = (acc / jnp.maximum(total, 1e-30)[:, None]).astype(o_ref.dtype)
+    acc, best, total = jax.lax.fori_loop(first, last, body, init)
+    if len(out_refs) == 1:
+        # a row with no allowed key returns zeros (XLA's attention would average every value; decode rows always
+        # allow their own key)
+        out_refs[0][...] = (acc / jnp.maximum(total, 1e-30)[:, None]).astype(out_refs[0].dtype)
+    else:
+        acc_ref, best_ref, total_ref = out_refs
+        acc_ref[...], best_ref[...], total_ref[...] = acc, best, total
 
 
-@functools.partial(jax.jit, static_argnames=("interpret",))
-def decode_attention(q, k, v, allowed, filled, *, interpret: bool = False):
+def _combine(acc, best, total):
+    """Merges the slot ranges' partial softmaxes (axis 2): each range's sums rescaled to the overall maximum."""
+    top = jnp.max(best, axis=2, keepdims=True)
+    weight = jnp.exp(best - jnp.where(top == -jnp.inf, 0.0, top))  # 0 for a range that saw no allowed key
+    num = jnp.sum(acc * weight[..., None], axis=2)
+    return num / jnp.maximum(jnp.sum(total * weight, axis=2), 1e-30)[..., None]
+
+
+@functools.partial(jax.jit, static_argnames=("interpret", "splits"))
+def decode_attention(q, k, v, allowed, filled, *, interpret: bool = False, splits: int | None = None):
     """Softmax attention of one query position over a KV cache.
 
     q: [batch, 1, heads, head_dim]; k, v: [batch, slots, kv_heads, head_dim] (head h reads kv head
     h // (heads // kv_heads)); allowed: [batch, slots] bool, the keys each row may attend to; filled: int32 scalar,
-    every slot at or after it is empty for every row (never read). Scale 1/sqrt(head_dim). Returns
+    every slot at or after it is empty for every row (never read). Scale 1/sqrt(head_dim). `splits` ranges of
+    slots per (row, kv head) run as separate programs and are merged after (default `slot_splits`). Returns
     [batch, 1, heads, head_dim] in q's dtype.
     """
     batch, t, heads, head_dim = q.shape
@@ -71,21 +98,36 @@ def decode_attention(q, k, v, allowed, filled, *, interpret: bool = False):
                          f"q {q.shape} and k {k.shape}.")
     group = heads // kv_heads
     rows = max(16, 1 << (group - 1).bit_length())
+    blocks = -(-slots // BLOCK_SLOTS)
+    splits = min(splits or slot_splits(batch, kv_heads, slots), blocks)
+    span = -(-blocks // splits)
+    splits = -(-blocks // span)  # no range left empty by the rounding
     qg = jnp.pad(q.reshape(batch, kv_heads, group, head_dim), ((0, 0), (0, 0), (0, rows - group), (0, 0)))
+    cell = lambda *shape: pl.BlockSpec((None, None, None) + shape, lambda b, h, s: (b, h, s) + (0,) * len(shape))  # noqa: E731
+    if splits == 1:
+        out_specs = pl.BlockSpec((None, None, rows, head_dim), lambda b, h, s: (b, h, 0, 0))
+        out_shape = jax.ShapeDtypeStruct((batch, kv_heads, rows, head_dim), q.dtype)
+    else:
+        out_specs = [cell(rows, head_dim), cell(rows), cell(rows)]
+        part = (batch, kv_heads, splits, rows)
+        out_shape = [jax.ShapeDtypeStruct(part + (head_dim,), jnp.float32), jax.ShapeDtypeStruct(part, jnp.float32),
+                     jax.ShapeDtypeStruct(part, jnp.float32)]
     out = pl.pallas_call(
-        functools.partial(_kernel, slots=slots, scale=1.0 / math.sqrt(head_dim)),
-        grid=(batch, kv_heads),
+        functools.partial(_kernel, slots=slots, scale=1.0 / math.sqrt(head_dim), span=span),
+        grid=(batch, kv_heads, splits),
         in_specs=[
-            pl.BlockSpec((None, None, rows, head_dim), lambda b, h: (b, h, 0, 0)),
-            pl.BlockSpec((None, slots, None, head_dim), lambda b, h: (b, 0, h, 0)),
-            pl.BlockSpec((None, slots, None, head_dim), lambda b, h: (b, 0, h, 0)),
-            pl.BlockSpec((None, slots), lambda b, h: (b, 0)),
-            pl.BlockSpec((), lambda b, h: ()),
+            pl.BlockSpec((None, None, rows, head_dim), lambda b, h, s: (b, h, 0, 0)),
+            pl.BlockSpec((None, slots, None, head_dim), lambda b, h, s: (b, 0, h, 0)),
+            pl.BlockSpec((None, slots, None, head_dim), lambda b, h, s: (b, 0, h, 0)),
+            pl.BlockSpec((None, slots), lambda b, h, s: (b, 0)),
+            pl.BlockSpec((), lambda b, h, s: ()),
         ],
-        out_specs=pl.BlockSpec((None, None, rows, head_dim), lambda b, h: (b, h, 0, 0)),
-        out_shape=jax.ShapeDtypeStruct((batch, kv_heads, rows, head_dim), q.dtype),
+        out_specs=out_specs,
+        out_shape=out_shape,
         compiler_params=plgpu.CompilerParams(num_warps=4, num_stages=2),
         interpret=interpret,
         name="decode_attention",
     )(qg, k, v, allowed.astype(jnp.int32), jnp.asarray(filled, jnp.int32))
+    if splits > 1:
+        out = _combine(*out).astype(q.dtype)
     return out[:, :, :group].reshape(batch, 1, heads, head_dim)
