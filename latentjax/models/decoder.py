@@ -103,8 +103,9 @@ def make_attention_mask(q_pos: Array, kv_pos: Array, kv_valid: Array, window: Op
     return allowed[:, None]
 
 
-# Whether "auto" sends a single-GPU decode step's attention to the Pallas kernel (`decode_attention`): off until a
-# GPU A/B shows it faster than XLA's at batch 64 and no slower at batch 1 (BUILD_NOTES, Performance, session 7).
+# Whether "auto" sends a single-GPU decode step's attention to the Pallas kernel (`decode_attention`). Off: on an H200
+# (session 8) it was 0.7% slower than XLA's over the b64 sample and 2% faster at b1, and its Triton-compiled output
+# has not yet been checked against float32 on a GPU (BUILD_NOTES, Performance, session 8).
 AUTO_DECODE_KERNEL = False
 
 
