@@ -90,3 +90,26 @@ def test_generation_through_the_kernel_equals_xla_attention(tiny_dirs, variant, 
         return np.asarray(Decoder(cfg).apply({"params": model.params}, nxt, cache=out.cache).logits)
 
     np.testing.assert_allclose(step_logits("pallas"), step_logits("xla"), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.skipif(jax.default_backend() != "gpu", reason="the Triton-compiled kernel needs a GPU")
+@pytest.mark.parametrize("batch,slots,filled,splits", [(1, 257, 200, None), (1, 257, 200, 1), (8, 192, 150, None),
+                                                       (64, 130, 130, None), (2, 4096, 3001, None)])
+def test_compiled_kernel_on_a_gpu_is_as_close_to_float32_as_xla(batch, slots, filled, splits):
+    """The interpreter checks the algorithm; this checks Triton's lowering, at the 8B models' decode shapes."""
+    rs = np.random.RandomState(batch + slots)
+    q, k, v = (rs.randn(*s).astype(np.float32) for s in [(batch, 1, 32, 128), (batch, slots, 8, 128),
+                                                          (batch, slots, 8, 128)])
+    allowed = np.arange(slots)[None, :] >= rs.randint(0, filled // 2, (batch, 1))
+    allowed[:, filled:] = False
+    allowed[0, :filled] &= rs.rand(filled) < 0.5
+    allowed[0, filled - 1] = True
+    mask = jnp.asarray(allowed)[:, None, None, :]
+    with jax.default_matmul_precision("highest"):  # a float32 reference without TF32
+        exact = np.asarray(jax.nn.dot_product_attention(*(jnp.asarray(a) for a in (q, k, v)), mask=mask))
+    half = [jnp.asarray(a, jnp.bfloat16) for a in (q, k, v)]
+    holes = [h.at[:, filled:].set(jnp.nan) for h in half[1:]]  # the empty slots must never be read
+    ours = np.asarray(decode_attention(half[0], *holes, jnp.asarray(allowed), filled, splits=splits), np.float32)
+    xla = np.asarray(jax.nn.dot_product_attention(*half, mask=mask, implementation="xla"), np.float32)
+    err = lambda a: np.max(np.abs(a - exact)) / np.max(np.abs(exact))  # noqa: E731
+    assert np.isfinite(ours).all() and err(ours) < 2e-2 and err(ours) < 2 * err(xla) + 1e-3
