@@ -23,7 +23,7 @@ from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plgpu
 
 BLOCK_SLOTS = 64  # slots per loop step: 64 x head_dim keys and values per kv head in flight
-TARGET_PROGRAMS = 128  # about one program per streaming multiprocessor of an H100 (132) or H200 (132)
+TARGET_PROGRAMS = 128  # about one program per streaming multiprocessor (132 on an H100 or H200)
 
 
 def slot_splits(batch: int, kv_heads: int, slots: int) -> int:
@@ -103,7 +103,10 @@ def decode_attention(q, k, v, allowed, filled, *, interpret: bool = False, split
     span = -(-blocks // splits)
     splits = -(-blocks // span)  # no range left empty by the rounding
     qg = jnp.pad(q.reshape(batch, kv_heads, group, head_dim), ((0, 0), (0, 0), (0, rows - group), (0, 0)))
-    cell = lambda *shape: pl.BlockSpec((None, None, None) + shape, lambda b, h, s: (b, h, s) + (0,) * len(shape))  # noqa: E731
+
+    def cell(*shape):  # one program's own slice of a [batch, kv_heads, splits, *shape] output
+        return pl.BlockSpec((None, None, None) + shape, lambda b, h, s: (b, h, s) + (0,) * len(shape))
+
     if splits == 1:
         out_specs = pl.BlockSpec((None, None, rows, head_dim), lambda b, h, s: (b, h, 0, 0))
         out_shape = jax.ShapeDtypeStruct((batch, kv_heads, rows, head_dim), q.dtype)
