@@ -103,26 +103,28 @@ def make_attention_mask(q_pos: Array, kv_pos: Array, kv_valid: Array, window: Op
     return allowed[:, None]
 
 
-# Whether "auto" sends a single-GPU decode step's attention to the Pallas kernel (`decode_attention`). Off: on an H200
-# (session 8) it was 0.7% slower than XLA's over the b64 sample and 2% faster at b1, and its Triton-compiled output
-# has not yet been checked against float32 on a GPU (BUILD_NOTES, Performance, session 8).
-AUTO_DECODE_KERNEL = False
+# "auto" sends a single-GPU bf16/fp16 decode step's attention to the Pallas kernel (`decode_attention`) when batch x kv
+# heads is below this: there the kernel splits each (row, kv head) over ranges of slots, and at batch 1 it beat XLA's
+# attention on an H100 (0.9%, session 9) and an H200 (2%, session 8). At batch 64 (no split) it was within 1% either
+# way (H100 0.95% faster, H200 0.7% slower), so XLA's stays there. 0 turns the kernel off for "auto".
+AUTO_DECODE_KERNEL_BELOW = 128
 
 
 def attention_implementation(choice: str, q: Array, k: Array, decoding: bool = False) -> str:
     """The attention implementation for `choice` (xla | cudnn | pallas | auto): `jax.nn.dot_product_attention`'s
     "xla" or "cudnn", or "pallas" for `decode_attention`'s kernel. "auto" picks cuDNN's fused kernel where it applies
     (a GPU, several query positions, even lengths, head_dim <= 256 and a multiple of 8, bf16/fp16), the Pallas
-    kernel for a decode step on one GPU when AUTO_DECODE_KERNEL is set, and XLA's elsewhere; jax's own default
-    (implementation=None) is always XLA's. "pallas" sends every decode step (one query over a cache) to the kernel,
+    kernel for a decode step on one GPU at a small batch (AUTO_DECODE_KERNEL_BELOW), and XLA's elsewhere; jax's
+    own default (implementation=None) is always XLA's. "pallas" sends every decode step (one query over a cache) to the kernel,
     interpreted off a GPU, and the other steps where "auto" would; it is meant for one device (a custom kernel is
     not partitioned over a mesh)."""
     if choice not in ("auto", "xla", "cudnn", "pallas"):
         raise ValueError(f"attention_impl must be one of xla, cudnn, pallas, auto; got {choice!r}.")
     t, s, h = q.shape[1], k.shape[1], q.shape[-1]
     gpu, half = jax.default_backend() == "gpu", q.dtype in (jnp.bfloat16, jnp.float16) and k.dtype == q.dtype
+    small = q.shape[0] * k.shape[2] < AUTO_DECODE_KERNEL_BELOW
     if decoding and t == 1 and (choice == "pallas" or (
-            choice == "auto" and AUTO_DECODE_KERNEL and gpu and half and jax.device_count() == 1)):
+            choice == "auto" and small and gpu and half and jax.device_count() == 1)):
         return "pallas"
     if choice in ("xla", "cudnn"):
         return choice
