@@ -106,6 +106,18 @@ def _pair_models() -> dict:
                 shardings=shardings, state=state)
 
 
+def decode_sender():
+    """(config, params, mesh, rules) of the suite's sender as generation uses it: random bf16 weights of the 8B
+    shape, per-layer, fused projections, `auto` attention (for decode A/B scripts)."""
+    from latentjax.models.config import from_hf_dict
+    from latentjax.models.model import fuse_projections, unstack_layers
+    from latentjax.parallel import rules as rules_lib
+
+    mesh, rules = rules_lib.single_device_mesh(), rules_lib.DEFAULT_RULES
+    cfg = from_hf_dict(shapes()[0], dtype="bfloat16", param_dtype="bfloat16", attention_impl="auto")
+    return (*fuse_projections(*unstack_layers(*_init(cfg, 1, mesh, rules))), mesh, rules)
+
+
 def _init(cfg, seed, mesh, rules):
     import jax
 

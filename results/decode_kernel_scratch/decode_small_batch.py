@@ -1,21 +1,14 @@
-"""Scratch A/B (session 9): greedy decode at small batches with "auto"'s new choice (the Pallas kernel below
-batch x kv heads = 128) against the old one (XLA's attention), same process, the suite's sender (random bf16 8B,
-per-layer, fused projections); 128-token prompts, 129 new tokens, prefill included, median of 3."""
+"""Scratch A/B (session 9): greedy decode at batch 1 and 8 with the Pallas kernel (AUTO_DECODE_KERNEL_BELOW at 128,
+so batch 8 takes it too) against XLA's attention (0), same process, the suite's sender (random bf16 8B, per-layer,
+fused projections); 128-token prompts, 129 new tokens, prefill included, median of 3."""
 import json, os, sys
 sys.path.insert(0, "benchmarks")
 import suite
 import jax, jax.numpy as jnp, numpy as np
 from latentjax.inference.generate import generate
 from latentjax.models import decoder
-from latentjax.models.config import from_hf_dict
-from latentjax.models.model import fuse_projections, unstack_layers
-from latentjax.parallel import rules as rules_lib
 
-mesh, rules = rules_lib.single_device_mesh(), rules_lib.DEFAULT_RULES
-shape, _ = suite.shapes()
-cfg, params = unstack_layers(*suite._init(from_hf_dict(shape, dtype="bfloat16", param_dtype="bfloat16",
-                                                       attention_impl="auto"), 1, mesh, rules))
-cfg, params = fuse_projections(cfg, params)
+cfg, params, mesh, rules = suite.decode_sender()
 rs = np.random.RandomState(0)
 res, toks = {}, {}
 for batch in (1, 8):
