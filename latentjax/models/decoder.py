@@ -116,9 +116,9 @@ def attention_implementation(choice: str, q: Array, k: Array, decoding: bool = F
     "xla" or "cudnn", or "pallas" for `decode_attention`'s kernel. "auto" picks cuDNN's fused kernel where it applies
     (a GPU, several query positions, even lengths, head_dim <= 256 and a multiple of 8, bf16/fp16), the Pallas
     kernel for a decode step on one GPU at a small batch (AUTO_DECODE_KERNEL_BELOW), and XLA's elsewhere; jax's
-    own default (implementation=None) is always XLA's. "pallas" sends every decode step (one query over a cache) to the kernel,
-    interpreted off a GPU, and the other steps where "auto" would; it is meant for one device (a custom kernel is
-    not partitioned over a mesh)."""
+    own default (implementation=None) is always XLA's. "pallas" sends every decode step (one query over a cache)
+    to the kernel, interpreted off a GPU, and the other steps where "auto" would; it is meant for one device (a
+    custom kernel is not partitioned over a mesh)."""
     if choice not in ("auto", "xla", "cudnn", "pallas"):
         raise ValueError(f"attention_impl must be one of xla, cudnn, pallas, auto; got {choice!r}.")
     t, s, h = q.shape[1], k.shape[1], q.shape[-1]
