@@ -207,9 +207,10 @@ def test_attention_auto_picks_cudnn_only_where_it_applies(monkeypatch):
     assert decoder.attention_implementation("auto", rows(2), cache(2), decoding=True) == "xla"
     assert decoder.attention_implementation("auto", rows(64), cache(64), decoding=True) == "xla"
     assert decoder.attention_implementation("auto", q(1, jnp.float32), q(128, jnp.float32), decoding=True) == "xla"
+    default = decoder.AUTO_DECODE_KERNEL_BELOW
     monkeypatch.setattr(decoder, "AUTO_DECODE_KERNEL_BELOW", 0)
     assert decoder.attention_implementation("auto", q(1), q(128), decoding=True) == "xla"
-    monkeypatch.setattr(decoder, "AUTO_DECODE_KERNEL_BELOW", 16)
+    monkeypatch.setattr(decoder, "AUTO_DECODE_KERNEL_BELOW", default)
     monkeypatch.setattr(jax, "device_count", lambda: 8)  # a custom kernel is not partitioned over a mesh
     assert decoder.attention_implementation("auto", q(1), q(128), decoding=True) == "xla"
 

@@ -7,15 +7,8 @@ import suite
 import jax, jax.numpy as jnp, numpy as np
 from latentjax.inference.generate import generate
 from latentjax.inference.sampling import SamplingConfig
-from latentjax.models.config import from_hf_dict
-from latentjax.models.model import fuse_projections, unstack_layers
-from latentjax.parallel import rules as rules_lib
 
-mesh, rules = rules_lib.single_device_mesh(), rules_lib.DEFAULT_RULES
-shape, _ = suite.shapes()
-cfg, params = unstack_layers(*suite._init(from_hf_dict(shape, dtype="bfloat16", param_dtype="bfloat16",
-                                                       attention_impl="auto"), 1, mesh, rules))
-cfg, params = fuse_projections(cfg, params)
+cfg, params, mesh, rules = suite.decode_sender()
 rs = np.random.RandomState(0)
 prompts = jnp.asarray(rs.randint(0, cfg.vocab_size - 256, (64, 64)), jnp.int32)
 prompt1 = jnp.asarray(rs.randint(0, cfg.vocab_size - 256, (1, 128)), jnp.int32)
