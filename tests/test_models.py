@@ -199,12 +199,14 @@ def test_attention_auto_picks_cudnn_only_where_it_applies(monkeypatch):
     assert decoder.attention_implementation("pallas", q(1), q(128), decoding=True) == "pallas"
     assert decoder.attention_implementation("pallas", q(64), q(128), decoding=True) == "cudnn"  # a prefill chunk
     assert decoder.attention_implementation("pallas", q(1), q(128)) == "xla"  # no cache: not a decode step
-    # "auto": the kernel where batch x kv heads < 16 (batch 1 of an 8-kv-head model, measured), XLA's above
+    # "auto": the kernel where batch x kv heads < 128 (batches 1 and 8 of an 8-kv-head model, measured), XLA's above
     assert decoder.attention_implementation("auto", q(1), q(128), decoding=True) == "pallas"
     rows = lambda b: jnp.zeros((b, 1, 32, 128), jnp.bfloat16)  # noqa: E731
     cache = lambda b: jnp.zeros((b, 128, 8, 128), jnp.bfloat16)  # noqa: E731
     assert decoder.attention_implementation("auto", rows(1), cache(1), decoding=True) == "pallas"
-    assert decoder.attention_implementation("auto", rows(2), cache(2), decoding=True) == "xla"
+    assert decoder.attention_implementation("auto", rows(8), cache(8), decoding=True) == "pallas"
+    assert decoder.attention_implementation("auto", rows(15), cache(15), decoding=True) == "pallas"
+    assert decoder.attention_implementation("auto", rows(16), cache(16), decoding=True) == "xla"
     assert decoder.attention_implementation("auto", rows(64), cache(64), decoding=True) == "xla"
     assert decoder.attention_implementation("auto", q(1, jnp.float32), q(128, jnp.float32), decoding=True) == "xla"
     default = decoder.AUTO_DECODE_KERNEL_BELOW

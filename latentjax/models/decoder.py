@@ -104,11 +104,10 @@ def make_attention_mask(q_pos: Array, kv_pos: Array, kv_valid: Array, window: Op
 
 
 # "auto" sends a single-GPU bf16/fp16 decode step's attention to the Pallas kernel (`decode_attention`) when batch x kv
-# heads is below this. At batch 1 with 8 kv heads (8 programs, each split over 16 ranges of slots) the kernel beat
-# XLA's attention on an H100 (0.9%, session 9) and an H200 (2%, session 8); at batch 64 (512 programs, no split) it
-# was within 1% either way (H100 0.95% faster, H200 0.7% slower). Batches in between are unmeasured and stay on
-# XLA's. 0 turns the kernel off for "auto".
-AUTO_DECODE_KERNEL_BELOW = 16
+# heads is below this. On an H100 the kernel beat XLA's attention at batch 1 (0.8-0.9%, sessions 9-10; 2% on an
+# H200, session 8) and batch 8 (1.2%, session 10) of an 8-kv-head model; at batch 64 (512 programs, no split) it was
+# within 1% either way (H100 0.95% faster, H200 0.7% slower), so XLA's stays there. 0 turns the kernel off for "auto".
+AUTO_DECODE_KERNEL_BELOW = 128
 
 
 def attention_implementation(choice: str, q: Array, k: Array, decoding: bool = False) -> str:
