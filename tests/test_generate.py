@@ -168,6 +168,39 @@ def test_repeated_calls_reuse_the_compiled_loop(tiny_dirs):
     assert _generate._cache_size() == before
 
 
+def test_wide_batch_compile_options_reach_the_compile_and_an_unknown_one_falls_back(tiny_dirs, monkeypatch):
+    """From WIDE_DECODE_BATCH rows on one GPU, generation compiles with WIDE_DECODE_OPTIONS (XLA's defaults
+    elsewhere). Forced here on the CPU (which accepts the GPU option): the same tokens as the default compile. An
+    option this XLA does not know is proven to reach the compile by its refusal, which falls back with a warning."""
+    from latentjax.inference import generate as gen_lib
+    from latentjax.parallel import rules as rules_lib
+
+    one, eight = rules_lib.single_device_mesh(), type("Mesh", (), {"size": 8})()
+    assert gen_lib.decode_compiler_options(64, one) is None  # this CPU
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    assert gen_lib.decode_compiler_options(64, one) == gen_lib.WIDE_DECODE_OPTIONS
+    assert gen_lib.decode_compiler_options(63, one) is None and gen_lib.decode_compiler_options(8, one) is None
+    assert gen_lib.decode_compiler_options(64, eight) is None  # measured on one GPU only
+    monkeypatch.undo()
+
+    model = latentjax.from_pretrained(tiny_dirs["llama31"])
+    ids = np.random.RandomState(2).randint(3, model.config.vocab_size, (3, 6)).astype(np.int32)
+    hot = SamplingConfig(temperature=1.0, top_p=0.9)
+    plain = generate(model.config, model.params, ids, max_new_tokens=5, sampling=hot, rng=jax.random.key(1))
+    monkeypatch.setattr(gen_lib, "WIDE_DECODE_BATCH", 2)
+    monkeypatch.setattr(gen_lib, "decode_compiler_options",
+                        lambda batch, mesh: dict(gen_lib.WIDE_DECODE_OPTIONS) if batch >= 2 else None)
+    wide = generate(model.config, model.params, ids, max_new_tokens=5, sampling=hot, rng=jax.random.key(1))
+    np.testing.assert_array_equal(np.asarray(wide.tokens), np.asarray(plain.tokens))
+    assert gen_lib._generate_with.cache_info().currsize >= 1
+    monkeypatch.setattr(gen_lib, "decode_compiler_options",
+                        lambda batch, mesh: {"xla_gpu_no_such_option_in_any_xla": 1})
+    with pytest.warns(UserWarning, match="does not know the compile option"):
+        again = generate(model.config, model.params, ids, max_new_tokens=5, sampling=hot, rng=jax.random.key(1))
+    np.testing.assert_array_equal(np.asarray(again.tokens), np.asarray(plain.tokens))
+    assert (("xla_gpu_no_such_option_in_any_xla", 1),) in gen_lib._REFUSED_OPTIONS
+
+
 def test_unstacked_layers_give_the_same_logits_hidden_states_and_generation(tiny_dirs):
     from latentjax.models.model import unstack_layers
 

@@ -7,6 +7,7 @@ column. `apply_fn(params, input_ids, attention_mask, positions, inputs_embeds, c
 from __future__ import annotations
 
 import functools
+import warnings
 from typing import Any, Callable, Optional, Sequence
 
 import flax.struct
@@ -37,9 +38,29 @@ def _decoder_apply(config, params, input_ids, attention_mask, positions, inputs_
     return Decoder(config).apply({"params": params}, input_ids, attention_mask, positions, inputs_embeds, cache)
 
 
-@functools.partial(jax.jit, static_argnames=("apply_fn", "config", "max_new_tokens", "sampling", "stop_token_ids",
-                                             "pad_token_id", "rules"))
-def _generate(params, input_ids, attention_mask, inputs_embeds, rng, *, apply_fn, config, max_new_tokens, sampling,
+# XLA options for generation at a wide batch on one GPU. At batch 64 XLA's GEMM autotuner picks split-K for the
+# decode step's narrow projections (q/k/v, o, down), which then write float32 partials that the next fusions sum;
+# forcing one split made the 8B sender's b64 sample 2.6-3.4% faster on an H100 (516-522 vs 535-537 ms, session 10)
+# but greedy decode 4% slower at batch 1 and 3% at batch 8, and the LoRA step 2% slower, so it applies from this
+# batch on, to generation only.
+WIDE_DECODE_BATCH = 64
+WIDE_DECODE_OPTIONS = {"xla_gpu_experimental_force_split_k": 1}
+_REFUSED_OPTIONS: set = set()  # option sets this XLA did not know (warned once, then left out)
+
+
+def decode_compiler_options(batch: int, mesh: jax.sharding.Mesh) -> Optional[dict]:
+    """The XLA compile options for generating `batch` rows on `mesh`: WIDE_DECODE_OPTIONS on a one-GPU mesh from
+    WIDE_DECODE_BATCH rows on (the measured case), None (XLA's defaults) elsewhere."""
+    if (jax.default_backend() == "gpu" and mesh.size == 1 and batch >= WIDE_DECODE_BATCH and WIDE_DECODE_OPTIONS
+            and tuple(sorted(WIDE_DECODE_OPTIONS.items())) not in _REFUSED_OPTIONS):
+        return dict(WIDE_DECODE_OPTIONS)
+    return None
+
+
+_STATIC = ("apply_fn", "config", "max_new_tokens", "sampling", "stop_token_ids", "pad_token_id", "rules")
+
+
+def _generate_body(params, input_ids, attention_mask, inputs_embeds, rng, *, apply_fn, config, max_new_tokens, sampling,
               stop_token_ids, pad_token_id, rules):
     with rules_lib.axis_rules(rules):
         ref = input_ids if inputs_embeds is None else inputs_embeds
@@ -68,6 +89,15 @@ def _generate(params, input_ids, attention_mask, inputs_embeds, rng, *, apply_fn
     is_stop = jnp.isin(tokens, stops)
     first_stop = jnp.where(jnp.any(is_stop, axis=1), jnp.argmax(is_stop, axis=1) + 1, max_new_tokens)
     return GenerationOutput(tokens=tokens, lengths=first_stop.astype(jnp.int32))
+
+
+_generate = jax.jit(_generate_body, static_argnames=_STATIC)
+
+
+@functools.lru_cache(maxsize=None)
+def _generate_with(options: tuple) -> Callable:
+    """`_generate` compiled with these XLA options ((name, value) pairs); one jitted function per option set."""
+    return jax.jit(_generate_body, static_argnames=_STATIC, compiler_options=dict(options))
 
 
 def generate(
@@ -102,12 +132,25 @@ def generate(
         attention_mask = jnp.ones(ref.shape[:2], bool)
     rng = jax.random.key(0) if rng is None else rng
     mesh = mesh or rules_lib.single_device_mesh()
+    options = decode_compiler_options(ref.shape[0], mesh)
+    args = (params, None if input_ids is None else jnp.asarray(input_ids, jnp.int32), jnp.asarray(attention_mask, bool),
+            inputs_embeds, rng)
+    kwargs = dict(apply_fn=apply_fn or decoder_apply(config), config=config, max_new_tokens=max_new_tokens,
+                  sampling=sampling, stop_token_ids=tuple(int(t) for t in stop_token_ids),
+                  pad_token_id=int(pad_token_id), rules=rules)
     with jax.set_mesh(mesh):
-        return _generate(params, None if input_ids is None else jnp.asarray(input_ids, jnp.int32),
-                         jnp.asarray(attention_mask, bool), inputs_embeds, rng,
-                         apply_fn=apply_fn or decoder_apply(config), config=config, max_new_tokens=max_new_tokens,
-                         sampling=sampling, stop_token_ids=tuple(int(t) for t in stop_token_ids),
-                         pad_token_id=int(pad_token_id), rules=rules)
+        if options is not None:
+            key = tuple(sorted(options.items()))
+            try:
+                return _generate_with(key)(*args, **kwargs)
+            except jax.errors.JaxRuntimeError as e:  # raised by the compile, before any work is done
+                if "No such compile option" not in str(e):
+                    raise
+                _REFUSED_OPTIONS.add(key)
+                warnings.warn(f"This XLA does not know the compile option(s) {sorted(options)}; generating with "
+                              f"XLA's defaults instead (set latentjax.inference.generate.WIDE_DECODE_OPTIONS = {{}} "
+                              f"to skip them).", stacklevel=2)
+        return _generate(*args, **kwargs)
 
 
 def generate_text(model, prompts: Sequence[str], *, chat: bool = True, max_new_tokens: int = 64,
