@@ -171,6 +171,28 @@ def test_single_process_helpers():
     distributed.barrier("noop")
 
 
+def test_multi_process_start_registers_an_ordered_shutdown(monkeypatch):
+    """A multi-process start registers jax.distributed.shutdown for interpreter exit (ordered: the shutdown barrier,
+    then process 0's coordination service), and the handler does nothing once the runtime is already shut down."""
+    import atexit
+
+    calls, registered = [], []
+    monkeypatch.setattr(distributed, "is_initialized", lambda: False)
+    monkeypatch.setattr(jax.distributed, "initialize", lambda **kw: calls.append(("initialize", kw)))
+    monkeypatch.setattr(jax.config, "update", lambda *a: None)
+    monkeypatch.setattr(atexit, "register", registered.append)
+    env = {"LATENTJAX_COORDINATOR": "10.0.0.1:1234", "LATENTJAX_NUM_PROCESSES": "2", "LATENTJAX_PROCESS_ID": "1"}
+    assert distributed.initialize_from_env(env) is True
+    assert calls == [("initialize", {"coordinator_address": "10.0.0.1:1234", "num_processes": 2, "process_id": 1})]
+    assert registered == [distributed._shutdown_at_exit]
+    monkeypatch.setattr(jax.distributed, "shutdown", lambda: calls.append(("shutdown",)))
+    registered[0]()  # not initialized (any more): nothing to shut down
+    assert calls[-1][0] == "initialize"
+    monkeypatch.setattr(distributed, "is_initialized", lambda: True)
+    registered[0]()
+    assert calls[-1] == ("shutdown",)
+
+
 def test_setup_logging_process0_at_info():
     root = logging.getLogger()
     saved = root.level, root.handlers[:]

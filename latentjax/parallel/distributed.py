@@ -24,6 +24,7 @@ Checkpoints and files with several processes:
 """
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import re
@@ -130,7 +131,17 @@ def initialize_from_env(env: Optional[Mapping[str, str]] = None, **overrides: An
     args.update(overrides)
     log.info("jax.distributed.initialize(%s)", ", ".join(f"{k}={v}" for k, v in args.items()))
     jax.distributed.initialize(**args)
+    # Leave together: left to interpreter teardown, each process's distributed client and (on process 0) the
+    # coordination service are destroyed in no set order, and a process whose coordinator is already gone can hang
+    # there (seen once in CI: both processes had printed their results, then neither exited within 120 s). jax's
+    # own shutdown passes the shutdown barrier first and stops process 0's service last.
+    atexit.register(_shutdown_at_exit)
     return True
+
+
+def _shutdown_at_exit() -> None:
+    if is_initialized():
+        jax.distributed.shutdown()
 
 
 def is_main_process() -> bool:
