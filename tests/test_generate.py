@@ -1,6 +1,8 @@
 """Generation: greedy equals transformers' generate token for token; sampling filters behave as HF's."""
 from __future__ import annotations
 
+import warnings
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -190,7 +192,9 @@ def test_wide_batch_compile_options_reach_the_compile_and_an_unknown_one_falls_b
     monkeypatch.setattr(gen_lib, "WIDE_DECODE_BATCH", 2)
     monkeypatch.setattr(gen_lib, "decode_compiler_options",
                         lambda batch, mesh: dict(gen_lib.WIDE_DECODE_OPTIONS) if batch >= 2 else None)
-    wide = generate(model.config, model.params, ids, max_new_tokens=5, sampling=hot, rng=jax.random.key(1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # this XLA knows the option: no fallback
+        wide = generate(model.config, model.params, ids, max_new_tokens=5, sampling=hot, rng=jax.random.key(1))
     np.testing.assert_array_equal(np.asarray(wide.tokens), np.asarray(plain.tokens))
     assert gen_lib._generate_with.cache_info().currsize >= 1
     monkeypatch.setattr(gen_lib, "decode_compiler_options",
