@@ -51,8 +51,7 @@ _REFUSED_OPTIONS: set = set()  # option sets this XLA did not know (warned once,
 def decode_compiler_options(batch: int, mesh: jax.sharding.Mesh) -> Optional[dict]:
     """The XLA compile options for generating `batch` rows on `mesh`: WIDE_DECODE_OPTIONS on a one-GPU mesh from
     WIDE_DECODE_BATCH rows on (the measured case), None (XLA's defaults) elsewhere."""
-    if (jax.default_backend() == "gpu" and mesh.size == 1 and batch >= WIDE_DECODE_BATCH and WIDE_DECODE_OPTIONS
-            and tuple(sorted(WIDE_DECODE_OPTIONS.items())) not in _REFUSED_OPTIONS):
+    if jax.default_backend() == "gpu" and mesh.size == 1 and batch >= WIDE_DECODE_BATCH and WIDE_DECODE_OPTIONS:
         return dict(WIDE_DECODE_OPTIONS)
     return None
 
@@ -133,14 +132,14 @@ def generate(
     rng = jax.random.key(0) if rng is None else rng
     mesh = mesh or rules_lib.single_device_mesh()
     options = decode_compiler_options(ref.shape[0], mesh)
+    key = tuple(sorted(options.items())) if options else None
     args = (params, None if input_ids is None else jnp.asarray(input_ids, jnp.int32), jnp.asarray(attention_mask, bool),
             inputs_embeds, rng)
     kwargs = dict(apply_fn=apply_fn or decoder_apply(config), config=config, max_new_tokens=max_new_tokens,
                   sampling=sampling, stop_token_ids=tuple(int(t) for t in stop_token_ids),
                   pad_token_id=int(pad_token_id), rules=rules)
     with jax.set_mesh(mesh):
-        if options is not None:
-            key = tuple(sorted(options.items()))
+        if key is not None and key not in _REFUSED_OPTIONS:
             try:
                 return _generate_with(key)(*args, **kwargs)
             except jax.errors.JaxRuntimeError as e:  # raised by the compile, before any work is done
