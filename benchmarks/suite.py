@@ -52,6 +52,22 @@ def median_time(fn, warm: int = 2, reps: int = 10) -> float:
     return float(np.median(times))
 
 
+def loop_time(fn, steps: int = 10) -> float:
+    """Seconds per call of `fn` run `steps` times back to back with one device synchronisation at the end: the
+    rate of a training loop, which does not wait for each step (`latentjax.train.loop` looks at the metrics every
+    `log_every` steps), so the host's dispatch of step n+1 overlaps step n. It is also what the reference's CUDA-event
+    timing measures (GPU time from the step's first launch to its end), where `median_time`'s wall clock adds the
+    host's dispatch before the first launch and the wake-up after the sync. `fn` must already be compiled."""
+    import jax
+
+    jax.block_until_ready(fn())
+    start, out = time.perf_counter(), None
+    for _ in range(steps):
+        out = fn()
+    jax.block_until_ready(out)
+    return (time.perf_counter() - start) / steps
+
+
 class Reported(dict):
     """Results printed as they are measured: a part stopped by its time limit still reports what it measured."""
 
@@ -160,9 +176,11 @@ def _bridge_steps(m: dict, res: dict, rs) -> None:
     res["bridge_params"] = m["bridge_cfg"].num_params
     one_step = bridge_train_step(m)
     for batch in (8, 64):
-        sec = median_time(one_step(batch, rs))
+        run = one_step(batch, rs)
+        sec = median_time(run)
         res[f"bridge_step_B{batch}_ms"] = sec * 1e3
         res[f"bridge_step_B{batch}_examples_per_s"] = batch / sec
+        res[f"bridge_step_B{batch}_loop_ms"] = loop_time(run, 20) * 1e3
 
 
 def request_fn(serve, rules):
@@ -250,6 +268,15 @@ def part_pair() -> dict:
     return res
 
 
+def part_steps() -> dict:
+    """The bridge train steps alone (the pair part's first figures, for a quick check)."""
+    import numpy as np
+
+    res = Reported()
+    _bridge_steps(_pair_models(), res, np.random.RandomState(0))
+    return res
+
+
 def part_infer() -> dict:
     """The pair part without the bridge steps: requests, sampling, prefill and decode (for --infer_flags)."""
     import numpy as np
@@ -306,6 +333,7 @@ def part_lora() -> dict:
         res[f"lora_B4_T512_{tag}_peak_mem_gib"] = r["peak_device_gib"]
         res[f"lora_B4_T512_{tag}_mfu_vs_813"] = r["mfu_vs_813"]
         res[f"lora_B4_T512_{tag}_first_steps_ms"] = r["first_steps_ms"]
+        res[f"lora_B4_T512_{tag}_loop_ms"] = r["loop_step_ms"]
     return res
 
 
@@ -346,7 +374,7 @@ def _prefill_and_decode(cfg, params, mesh, rules, rs, sv) -> dict:
     return res
 
 
-PARTS = {"pair": part_pair, "lora": part_lora, "decode": part_decode, "infer": part_infer}  # lora has no tiny mode: GPU only
+PARTS = {"pair": part_pair, "lora": part_lora, "decode": part_decode, "infer": part_infer, "steps": part_steps}  # lora has no tiny mode: GPU only
 COMPARE = ["bridge_step_B8_ms", "bridge_step_B64_ms", "latency_bridge_ms", "latency_text_relay_50tok_ms",
            "sample_B64_tokens_per_s", "lora_B4_T512_noremat_ms", "lora_B4_T512_remat_ms",
            "lora_B4_T512_noremat_peak_mem_gib", "lora_B4_T512_remat_peak_mem_gib", "lora_B4_T512_remat_lean_ms",
@@ -356,8 +384,14 @@ COMPARE = ["bridge_step_B8_ms", "bridge_step_B64_ms", "latency_bridge_ms", "late
 
 
 # Our LoRA `lean` remat (stacked or per-layer base: less memory than the reference's remat run) against that run; no
-# remat on a per-layer base (more memory than that run, less than its no-remat run) against the no-remat run.
-REFERENCE_KEY = {"lora_B4_T512_remat_lean_ms": "lora_B4_T512_remat_ms",
+# remat on a per-layer base (more memory than that run, less than its no-remat run) against the no-remat run. A
+# training step's loop rate (`loop_time`) against the reference's step time (CUDA events) of the same case.
+REFERENCE_KEY = {"bridge_step_B8_loop_ms": "bridge_step_B8_ms", "bridge_step_B64_loop_ms": "bridge_step_B64_ms",
+                 "lora_B4_T512_noremat_loop_ms": "lora_B4_T512_noremat_ms",
+                 "lora_B4_T512_noremat_flat_loop_ms": "lora_B4_T512_noremat_ms",
+                 "lora_B4_T512_remat_lean_loop_ms": "lora_B4_T512_remat_ms",
+                 "lora_B4_T512_remat_lean_flat_loop_ms": "lora_B4_T512_remat_ms",
+                 "lora_B4_T512_remat_lean_ms": "lora_B4_T512_remat_ms",
                  "lora_B4_T512_remat_lean_peak_mem_gib": "lora_B4_T512_remat_peak_mem_gib",
                  "lora_B4_T512_noremat_flat_ms": "lora_B4_T512_noremat_ms",
                  "lora_B4_T512_noremat_flat_peak_mem_gib": "lora_B4_T512_noremat_peak_mem_gib",
@@ -385,6 +419,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", default=os.environ.get("OUT", "."))
     parser.add_argument("--reference", default="", help="path of hf_reference.py (skipped when empty)")
+    parser.add_argument("--anchor", default="",
+                        help="an hf_anchor.json that hf_reference.py wrote in an earlier call on the same "
+                             "machine: compare against it instead of running the reference again")
     parser.add_argument("--parts", default="pair,lora")  # add "decode" for the scanned-layer figures
     parser.add_argument("--part", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--infer_flags", default="",
@@ -407,6 +444,8 @@ def main() -> None:
         ref = json.load(open(path)) if os.path.exists(path) else {}
         ours["wall_s_reference"] = time.perf_counter() - start
         save()
+    elif args.anchor:
+        ref = json.load(open(args.anchor))
     for part in args.parts.split(","):
         start = time.perf_counter()
         limit = float(os.environ.get(f"LATENTJAX_SUITE_LIMIT_{part.upper()}", "0")) or None

@@ -1,4 +1,4 @@
-"""Scratch A/B (session 7, split variant added in session 8): decode steps with XLA's attention vs the Pallas decode kernel, same process, the suite's
+"""Scratch A/B (session 7, split variant added in session 8, "plain" in session 11): decode steps with XLA's attention vs the Pallas decode kernel, same process, the suite's
 sender (random bf16 8B, per-layer, fused projections): b64 sampling (64 new tokens, top-p 0.95), b64 sampled-token
 agreement, b1 greedy decode (128-token prompt, 129 new tokens, as the suite)."""
 import json, os, sys, time, traceback
@@ -19,8 +19,11 @@ from latentjax.models import decode_attention as da
 for impl in order:
     # "pallas1": the kernel without the split over slot ranges (one program per row and kv head)
     da.TARGET_PROGRAMS = 1 if impl == "pallas1" else 128
+    # "plain": auto attention compiled without generate's wide-batch options (session 11: per-compile split-K check)
+    import latentjax.inference.generate as gen_mod
+    gen_mod.WIDE_DECODE_BATCH = 10**9 if impl == "plain" else 64
     jax.clear_caches()
-    c = cfg.replace(attention_impl="pallas" if impl == "pallas1" else impl)
+    c = cfg.replace(attention_impl={"pallas1": "pallas", "plain": "auto"}.get(impl, impl))
     try:
         run = lambda: generate(c, params, prompts, max_new_tokens=64, sampling=hot, rng=jax.random.key(0),
                                mesh=mesh, rules=rules).tokens
