@@ -11,9 +11,11 @@ shapes of `shared/bench/hf_reference.py`:
   lora   LoRA r=128 step on all seven projections, batch 4 x 512, without rematerialisation and with the `lean`
          policy (benchmarks/lora_8b.py);
   decode prefill tokens/s (batch 1 x 2048) and decode ms/token at batch 1 (greedy);
-  ref    the reference script, whose figures the table divides ours by.
+  steps  the pair part's bridge train steps alone;
+  ref    the reference script, whose figures the table divides ours by (`--anchor`: an earlier run's JSON).
 Each part runs in its own process (PyTorch and JAX never share the GPU). Timings: warm-up, then the median of
-repeated runs with the device synchronised. Writes $OUT/suite.json and prints one table last.
+repeated runs with the device synchronised; train steps also at the training loop's rate (`loop_time`, keys
+`*_loop_ms`). Writes $OUT/suite.json and prints one table last.
 """
 from __future__ import annotations
 
