@@ -7,8 +7,9 @@
     python benchmarks/lora_8b.py --analyze --remat minimal --loss_chunk 0,128   # compile only, no device memory
     python benchmarks/lora_8b.py --scale smoke --out /tmp/x   # tiny shape, CPU: proves the script runs
 
-A case is "remat[:attention[:chunk=N[:backward=fused|recompute]]]"; chunk=N computes the loss N sequence
-positions at a time from the final hidden states (`latentjax.train.chunked_loss`, the lora_sft config's
+A case is "remat[:attention[:chunk=N[:backward=fused|recompute]]]" with optional ":layers=flat" (per-layer base),
+":cmdbuf=on" and ":base=fused" (one q/k/v and one gate/up matmul per layer, the adapter unchanged); chunk=N
+computes the loss N sequence positions at a time from the final hidden states (`latentjax.train.chunked_loss`, the lora_sft config's
 model.loss_chunk / model.loss_backward) instead of the full float32 logits [4, 512, 128256]. --analyze compiles each case from abstract shapes (any backend, even this CPU) and
 reports XLA's buffer assignment (temporaries + arguments + outputs - aliased), to count the memory a case needs.
 
@@ -37,40 +38,44 @@ STEPS, STEADY = 32, 20
 SMOKE = dict(batch=2, seq=48, rank=8, steps=4)  # --scale smoke: a tiny float32 shape any CPU runs in seconds
 
 
-def parse_case(case: str) -> tuple[str, str, int, str, str, bool]:
-    """"minimal:auto:chunk=128" -> ("minimal", "auto", 128, "fused", "scanned", False); attention defaults to "xla",
-    chunk to 0 (off), backward to "fused", layers to "scanned" ("flat": per-layer base weights, scan_layers=False),
-    cmdbuf (XLA's GPU command buffers) to the training loop's default (`train.xla_command_buffers`, off)."""
+def parse_case(case: str) -> tuple[str, str, int, str, str, bool, bool]:
+    """"minimal:auto:chunk=128" -> ("minimal", "auto", 128, "fused", "scanned", False, False); attention defaults to
+    "xla", chunk to 0 (off), backward to "fused", layers to "scanned" ("flat": per-layer base weights,
+    scan_layers=False), cmdbuf (XLA's GPU command buffers) to the training loop's default
+    (`train.xla_command_buffers`, off), base to "separate" ("fused": one q/k/v and one gate/up matmul per layer,
+    `fused_projections=True`)."""
     parts = case.split(":")
     remat, attention = parts[0], (parts[1] if len(parts) > 1 and parts[1] else "xla")
-    opts = {"chunk": "0", "backward": "fused", "layers": "scanned", "cmdbuf": ""}
+    opts = {"chunk": "0", "backward": "fused", "layers": "scanned", "cmdbuf": "", "base": "separate"}
     for opt in parts[2:]:
         key, _, value = opt.partition("=")
         if key not in opts or (key == "chunk" and not value.isdigit()) or \
                 (key == "backward" and value not in ("fused", "recompute")) or \
                 (key == "layers" and value not in ("scanned", "flat")) or \
-                (key == "cmdbuf" and value not in ("on", "off")):
+                (key == "cmdbuf" and value not in ("on", "off")) or \
+                (key == "base" and value not in ("separate", "fused")):
             raise ValueError(f"Unknown case option {opt!r} in {case!r}; expected "
                              "remat[:attention[:chunk=N][:backward=fused|recompute][:layers=scanned|flat]"
-                             "[:cmdbuf=on|off]].")
+                             "[:cmdbuf=on|off][:base=separate|fused]].")
         opts[key] = value
     from latentjax.train.step import TRAIN_COMMAND_BUFFERS
 
     cmdbuf = opts["cmdbuf"] == "on" if opts["cmdbuf"] else TRAIN_COMMAND_BUFFERS
-    return remat, attention, int(opts["chunk"]), opts["backward"], opts["layers"], cmdbuf
+    return remat, attention, int(opts["chunk"]), opts["backward"], opts["layers"], cmdbuf, opts["base"] == "fused"
 
 
-def shape_config(remat: str, attention: str = "xla", scale: str = "8b", layers: str = "scanned"):
+def shape_config(remat: str, attention: str = "xla", scale: str = "8b", layers: str = "scanned", fused: bool = False):
     from latentjax.models.config import DecoderConfig, RopeConfig
 
     if scale == "smoke":
         return DecoderConfig(vocab_size=1000, hidden_size=64, intermediate_size=96, num_layers=2, num_heads=4,
                              num_kv_heads=2, head_dim=16, remat_policy=remat, attention_impl="xla",
-                             scan_layers=layers == "scanned")
+                             scan_layers=layers == "scanned", fused_projections=fused)
     return DecoderConfig(
         vocab_size=128256, hidden_size=4096, intermediate_size=14336, num_layers=32, num_heads=32, num_kv_heads=8,
         head_dim=128, rope=RopeConfig(theta=500000.0, rope_type="llama3", factor=8.0), dtype="bfloat16",
-        param_dtype="bfloat16", remat_policy=remat, attention_impl=attention, scan_layers=layers == "scanned")
+        param_dtype="bfloat16", remat_policy=remat, attention_impl=attention, scan_layers=layers == "scanned",
+        fused_projections=fused)
 
 
 def flops_per_step(cfg, batch: int = BATCH, seq: int = SEQ, rank: int = RANK) -> float:
@@ -85,8 +90,8 @@ def flops_per_step(cfg, batch: int = BATCH, seq: int = SEQ, rank: int = RANK) ->
     return 4 * n_matmul * tokens + 6 * lora * tokens + attention
 
 
-def _setup(remat: str, attention: str, loss_chunk: int, backward: str, layers: str, cmdbuf: bool, scale: str,
-           abstract: bool = False):
+def _setup(remat: str, attention: str, loss_chunk: int, backward: str, layers: str, cmdbuf: bool, fused: bool,
+           scale: str, abstract: bool = False):
     """(cfg, dims, mesh, rules, base params, state, step, batch); abstract=True: shapes only, nothing allocated."""
     import jax
     import jax.numpy as jnp
@@ -101,7 +106,7 @@ def _setup(remat: str, attention: str, loss_chunk: int, backward: str, layers: s
     from latentjax.train.state import abstract_state, init_state, state_shardings
     from latentjax.train.step import command_buffer_options, make_train_step
 
-    cfg = shape_config(remat, attention, scale, layers)
+    cfg = shape_config(remat, attention, scale, layers, fused)
     batch_size, seq, rank = (SMOKE["batch"], SMOKE["seq"], SMOKE["rank"]) if scale == "smoke" else (BATCH, SEQ, RANK)
     mesh, rules = rules_lib.single_device_mesh(), rules_lib.DEFAULT_RULES
     lora_cfg = LoraConfig(rank=rank, alpha=2.0 * rank, targets="all")
@@ -128,12 +133,13 @@ def _setup(remat: str, attention: str, loss_chunk: int, backward: str, layers: s
 
 
 def run_one(remat: str, attention: str = "xla", loss_chunk: int = 0, backward: str = "fused",
-            layers: str = "scanned", cmdbuf: bool = False, scale: str = "8b", profile_out: str = "") -> dict:
+            layers: str = "scanned", cmdbuf: bool = False, fused: bool = False, scale: str = "8b",
+            profile_out: str = "") -> dict:
     import jax
     import numpy as np
 
     cfg, (b, t, r), _, _, base, state, step, batch = _setup(remat, attention, loss_chunk, backward, layers, cmdbuf,
-                                                            scale)
+                                                            fused, scale)
     times = []
     for i in range(SMOKE["steps"] if scale == "smoke" else STEPS):
         start = time.perf_counter()
@@ -158,7 +164,7 @@ def run_one(remat: str, attention: str = "xla", loss_chunk: int = 0, backward: s
 
         profile_kernels.profile(f"lora_{remat}_{layers}", one, 2, {}, keep="", top=40)
     return {"remat": remat, "attention": attention, "loss_chunk": loss_chunk, "loss_backward": backward,
-            "layers": layers, "command_buffers": cmdbuf, "scale": scale, "step_ms": sec * 1e3,
+            "layers": layers, "command_buffers": cmdbuf, "fused_base": fused, "scale": scale, "step_ms": sec * 1e3,
             "tokens_per_s": b * t / sec,
             "peak_device_gib": stats.get("peak_bytes_in_use", 0) / 2**30,
             "mfu_vs_813": flops_per_step(cfg, b, t, r) / sec / (PEAK_TFLOPS * 1e12), "loss": float(metrics["loss"]),
@@ -187,7 +193,8 @@ def largest_buffers(dump_dir: str, n: int = 12) -> list:
 
 
 def analyze_one(remat: str, attention: str = "xla", loss_chunk: int = 0, backward: str = "fused",
-                layers: str = "scanned", cmdbuf: bool = False, scale: str = "8b", dump_dir: str = "") -> dict:
+                layers: str = "scanned", cmdbuf: bool = False, fused: bool = False, scale: str = "8b",
+                dump_dir: str = "") -> dict:
     """XLA's memory plan of the compiled step, from abstract shapes (nothing allocated, any backend); with
     `dump_dir` (XLA_FLAGS=--xla_dump_to=dump_dir set before jax starts) also its largest non-argument buffers."""
     import jax
@@ -195,7 +202,7 @@ def analyze_one(remat: str, attention: str = "xla", loss_chunk: int = 0, backwar
     from latentjax.parallel import rules as rules_lib
 
     _, _, mesh, rules, base, state, step, batch = _setup(remat, attention, loss_chunk, backward, layers, cmdbuf,
-                                                         scale, abstract=True)
+                                                         fused, scale, abstract=True)
     sh = step.batch_shardings(batch.keys())
     batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=sh[k]) for k, v in batch.items()}
     start = time.perf_counter()

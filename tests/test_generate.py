@@ -258,10 +258,23 @@ def test_fused_projections_give_the_same_logits_and_generation(tiny_dirs, varian
     np.testing.assert_array_equal(np.asarray(a.tokens), np.asarray(b.tokens))
 
 
-def test_lora_refuses_a_fused_base(tiny_dirs):
-    from latentjax.lora.adapter import init_lora
-    from latentjax.lora.config import LoraConfig
+def test_lora_on_a_fused_base_generates_like_the_separate_one(tiny_dirs):
+    """A model loaded with fused projections takes the same adapter (PEFT's per-projection factors): adapter
+    generation and the merged model give the separate base's tokens."""
+    from latentjax.lora import LoraConfig, LoraForward, init_lora, merged_model
+    from latentjax.parallel import rules as rules_lib
 
+    model = latentjax.from_pretrained(tiny_dirs["llama31"])
     fused = latentjax.from_pretrained(tiny_dirs["llama31"], fused_projections=True)
-    with pytest.raises(ValueError, match="fused_projections=False"):
-        init_lora(fused.config, LoraConfig(rank=2), jax.random.key(0))
+    cfg = LoraConfig(rank=2, alpha=4.0)
+    lora = rules_lib.unbox(init_lora(fused.config, cfg, jax.random.key(0)))
+    lora = jax.tree.map(lambda x: x + 0.1 * jax.random.normal(jax.random.key(1), x.shape), lora)
+    ids = jnp.asarray(np.random.RandomState(0).randint(0, model.config.vocab_size, (2, 7)), jnp.int32)
+    runs = [generate(m.config, {"base": m.params, "lora": lora}, ids, max_new_tokens=6,
+                     apply_fn=LoraForward(m.config, cfg)).tokens for m in (model, fused)]
+    np.testing.assert_array_equal(np.asarray(runs[0]), np.asarray(runs[1]))
+    plain = generate(model.config, model.params, ids, max_new_tokens=6).tokens
+    assert not np.array_equal(np.asarray(plain), np.asarray(runs[0]))  # the adapter changes the tokens
+    merged = merged_model(fused, lora, cfg)
+    np.testing.assert_array_equal(np.asarray(generate(merged.config, merged.params, ids, max_new_tokens=6).tokens),
+                                  np.asarray(runs[0]))

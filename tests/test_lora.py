@@ -369,3 +369,35 @@ def test_per_layer_gradient_is_one_concatenate_and_remat_survives_cse(base, ids)
     for policy, barriers in (("none", 0), ("lean", CFG.num_layers)):
         hlo = jax.jit(jax.grad(loss), static_argnums=1).lower(lora, flat_cfg.replace(remat_policy=policy)).as_text()
         assert hlo.count("optimization_barrier") == barriers, policy
+
+
+@pytest.mark.parametrize("layers", ["scanned", "per_layer"])
+@pytest.mark.parametrize("targets", ["all", ("q_proj", "v_proj", "up_proj")])
+def test_fused_base_gives_the_same_outputs_gradients_dropout_and_merge(base, ids, layers, targets):
+    """A base with one q/k/v and one gate/up Dense per layer (`fuse_projections`) and the same per-projection
+    adapter: the adapter's deltas land in the fused Dense's columns of their projection (k left out of a subset
+    adds zeros), so logits, dropout, gradients and the merge equal the separate base's."""
+    from latentjax.models.model import fuse_projections, unstack_layers
+
+    cfg = LoraConfig(rank=4, alpha=8.0, dropout=0.3, targets=targets)
+    lora = nonzero_adapter(cfg)
+    sep_cfg, sep = (CFG, base) if layers == "scanned" else unstack_layers(CFG, base)
+    fused_cfg, fused = fuse_projections(sep_cfg, sep)
+    assert any("qkv_proj" in jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(fused)[0])
+    assert jax.tree.map(jnp.shape, abstract_lora(fused_cfg, cfg)) == jax.tree.map(jnp.shape, abstract_lora(CFG, cfg))
+    ref = lora_apply(sep_cfg, sep, lora, cfg, ids).logits
+    assert float(jnp.max(jnp.abs(ref - plain(base, ids)))) > 1e-3  # the adapter changes the output
+    np.testing.assert_allclose(lora_apply(fused_cfg, fused, lora, cfg, ids).logits, ref, rtol=1e-5, atol=1e-6)
+    drop = dict(rng=jax.random.key(3), deterministic=False)
+    np.testing.assert_allclose(lora_apply(fused_cfg, fused, lora, cfg, ids, **drop).logits,
+                               lora_apply(sep_cfg, sep, lora, cfg, ids, **drop).logits, rtol=1e-5, atol=1e-6)
+    loss = lambda l, c, b: jnp.sum(lora_apply(c, b, l, cfg, ids).logits ** 2)  # noqa: E731
+    grads_sep, grads_fused = jax.grad(loss)(lora, sep_cfg, sep), jax.grad(loss)(lora, fused_cfg, fused)
+    for x, y in zip(jax.tree.leaves(grads_sep), jax.tree.leaves(grads_fused)):
+        assert float(jnp.max(jnp.abs(x))) > 0.0
+        np.testing.assert_allclose(y, x, rtol=2e-4, atol=1e-5 * float(jnp.max(jnp.abs(x))))
+    merged = merge(fused, lora, cfg, fused_cfg)
+    np.testing.assert_allclose(Decoder(fused_cfg).apply({"params": merged}, ids).logits, ref, rtol=1e-5,
+                               atol=1e-5 * float(jnp.max(jnp.abs(ref))))
+    with pytest.raises(ValueError, match="model_config"):
+        merge(fused, lora, cfg)

@@ -7,7 +7,10 @@ its own layer's slice of the collection in its own scope; a per-layer decoder (`
 collection split into `layers_0`, `layers_1`, ... (the adapter itself stays stacked: one format for checkpoints
 and PEFT export). A method interceptor (`nn.intercept_methods`) catches
 every `nn.Dense.__call__`; when that Dense has `lora_A`/`lora_B` in the "lora" collection it returns
-`base(x) + scale * (dropout(x) @ A) @ B`. Which projections are adapted is decided only by which leaves exist.
+`base(x) + scale * (dropout(x) @ A) @ B`. Which projections are adapted is decided only by which leaves exist. On a
+fused base (one `qkv_proj` and one `gate_up_proj` Dense per layer) the factors of q/k/v and gate/up are grouped under
+the fused Dense, which adds each part's delta in its own output columns: the same function, with fewer and wider
+base matmuls.
 
 Dropout keys travel the same way (collection "lora_dropout", one key per layer and projection), because the
 decoder's scan does not split (or even pass in) rng streams other than "params".
@@ -27,24 +30,35 @@ from latentjax.lora.config import LoraConfig
 from latentjax.models.config import DecoderConfig
 from latentjax.models.decoder import Decoder, DecoderOutput
 from latentjax.models.hf_map import LAYER_PROJECTIONS
+from latentjax.models.model import abstract_params, fuse_gate_up_columns, fuse_qkv_columns
 from latentjax.parallel import rules as rules_lib
 
 LORA_COLLECTION = "lora"
 DROPOUT_COLLECTION = "lora_dropout"
 
 
-def _require_separate_projections(config: DecoderConfig) -> None:
-    if config.fused_projections:
-        raise ValueError("LoRA adapts the separate q/k/v/gate/up projections, but this base model was loaded with "
-                         "fused_projections=True; load it with fused_projections=False (the default).")
+# A fused base (`fused_projections=True`) has one Dense for q/k/v and one for gate/up; the adapter keeps PEFT's
+# per-projection factors, grouped under the fused Dense for the forward (`_group_fused`).
+FUSED_PARTS = {"qkv_proj": ("q_proj", "k_proj", "v_proj"), "gate_up_proj": ("gate_proj", "up_proj")}
+
+
+def _fused_widths(config: DecoderConfig) -> dict:
+    """Output width of each projection a fused Dense computes (a part the adapter leaves out adds zeros)."""
+    kv = config.num_kv_heads * config.head_dim
+    return {"q_proj": config.num_heads * config.head_dim, "k_proj": kv, "v_proj": kv,
+            "gate_proj": config.intermediate_size, "up_proj": config.intermediate_size}
+
+
+def _fuse_parts(config: DecoderConfig, fused: str, parts: list) -> jax.Array:
+    """The fused Dense's output columns from its parts' (last axis) in FUSED_PARTS order."""
+    return fuse_qkv_columns(config, *parts) if fused == "qkv_proj" else fuse_gate_up_columns(*parts)
 
 
 def _base_kernels(config: DecoderConfig) -> dict:
-    """Abstract, logically annotated kernel of every layer projection: proj -> nn.LogicallyPartitioned([L, in, out])."""
-    from latentjax.models.model import abstract_params
-
-    _require_separate_projections(config)
-    layers = abstract_params(config.replace(scan_layers=True))["layers"]  # adapters stay stacked either way
+    """Abstract, logically annotated kernel of every layer projection: proj -> nn.LogicallyPartitioned([L, in, out]).
+    The separate projections whether or not the base is fused: the adapter has one pair of factors per projection."""
+    # adapters stay stacked either way
+    layers = abstract_params(config.replace(scan_layers=True, fused_projections=False))["layers"]
     return {proj: layers[block][proj]["kernel"] for proj, block in LAYER_PROJECTIONS.items()}
 
 
@@ -85,29 +99,49 @@ def lora_targets(lora_params: Any) -> tuple[str, ...]:
     return tuple(p for p in LAYER_PROJECTIONS if p in present)
 
 
-def _interceptor(lora_cfg: LoraConfig, deterministic: bool):
+def _interceptor(model_config: DecoderConfig, lora_cfg: LoraConfig, deterministic: bool):
     scale = lora_cfg.scale
     rate = lora_cfg.dropout
+    widths = _fused_widths(model_config)
+
+    def delta(x, factors, dropout_key, dtype):
+        """scale * (dropout(x) @ A) @ B for one projection's factors {"lora_A", "lora_B"}."""
+        if not deterministic and rate > 0.0:
+            if dropout_key is None:
+                raise ValueError("LoRA dropout is on (deterministic=False) but no rng was given to lora_apply.")
+            keep = jax.random.bernoulli(jax.random.wrap_key_data(dropout_key), 1.0 - rate, x.shape)
+            x = jnp.where(keep, x / (1.0 - rate), 0.0).astype(x.dtype)
+        h = jnp.dot(x.astype(dtype), factors["lora_A"].astype(dtype))
+        return jnp.dot(h, factors["lora_B"].astype(dtype)) * jnp.asarray(scale, dtype)
+
+    def variable(module, collection, name):
+        return module.get_variable(collection, name) if module.has_variable(collection, name) else None
 
     def intercept(next_fun, args, kwargs, context):
         module = context.module
-        if (context.method_name != "__call__" or not isinstance(module, nn.Dense)
-                or not module.has_variable(LORA_COLLECTION, "lora_A")):
+        if context.method_name != "__call__" or not isinstance(module, nn.Dense):
+            return next_fun(*args, **kwargs)
+        parts = FUSED_PARTS.get(module.name, ()) if model_config.fused_projections else ()
+        own = module.has_variable(LORA_COLLECTION, "lora_A")
+        if not own and not any(module.has_variable(LORA_COLLECTION, p) for p in parts):
             return next_fun(*args, **kwargs)
         x = args[0] if args else kwargs["inputs"]
         y = next_fun(*args, **kwargs)
-        a = module.get_variable(LORA_COLLECTION, "lora_A")
-        b = module.get_variable(LORA_COLLECTION, "lora_B")
         dtype = module.dtype or x.dtype
-        if not deterministic and rate > 0.0:
-            if not module.has_variable(DROPOUT_COLLECTION, "key"):
-                raise ValueError("LoRA dropout is on (deterministic=False) but no rng was given to lora_apply.")
-            key = jax.random.wrap_key_data(module.get_variable(DROPOUT_COLLECTION, "key"))
-            keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
-            x = jnp.where(keep, x / (1.0 - rate), 0.0).astype(x.dtype)
-        h = jnp.dot(x.astype(dtype), a.astype(dtype))
-        delta = jnp.dot(h, b.astype(dtype)) * jnp.asarray(scale, dtype)
-        return y + delta.astype(y.dtype)
+        if own:
+            factors = {n: module.get_variable(LORA_COLLECTION, n) for n in ("lora_A", "lora_B")}
+            key = variable(module, DROPOUT_COLLECTION, "key")
+            return y + delta(x, factors, key, dtype).astype(y.dtype)
+        # a fused Dense: each adapted part's delta, zeros for the others, in the fused column layout
+        deltas = []
+        for part in parts:
+            factors = variable(module, LORA_COLLECTION, part)
+            if factors is None:
+                deltas.append(jnp.zeros(x.shape[:-1] + (widths[part],), dtype))
+            else:
+                keys = variable(module, DROPOUT_COLLECTION, part)
+                deltas.append(delta(x, factors, None if keys is None else keys["key"], dtype))
+        return y + _fuse_parts(model_config, module.name, deltas).astype(y.dtype)
 
     return intercept
 
@@ -134,20 +168,35 @@ def per_layer(tree: Any) -> Any:
     return {f"layers_{i}": jax.tree.unflatten(treedef, [per[i] for per in slices]) for i in range(n)}
 
 
+def _group_fused(tree: Any) -> Any:
+    """Per-projection entries of a layer tree moved under the fused Dense that computes them:
+    `{"self_attn": {"q_proj": f, ...}}` -> `{"self_attn": {"qkv_proj": {"q_proj": f, ...}}}` (same for gate/up)."""
+    layers = {}
+    for block, projs in tree["layers"].items():
+        grouped = dict(projs)
+        for fused, parts in FUSED_PARTS.items():
+            present = {p: grouped.pop(p) for p in parts if p in grouped}
+            if present:
+                grouped[fused] = present
+        layers[block] = grouped
+    return dict(tree, layers=layers)
+
+
 def lora_apply(model_config: DecoderConfig, base_params: Any, lora_params: Any, lora_cfg: LoraConfig, *args,
                rng: Optional[jax.Array] = None, deterministic: bool = True, **kwargs) -> DecoderOutput:
     """`Decoder(model_config).apply` with the adapter applied; `*args, **kwargs` are the decoder's (input_ids,
     attention_mask, positions, inputs_embeds, cache, ...). Dropout runs when `deterministic=False` (needs `rng`).
-    Pure and jittable; call inside `rules_lib.axis_rules(...)` as for the plain decoder."""
-    _require_separate_projections(model_config)
+    The base may be fused (`fused_projections=True`: one q/k/v and one gate/up matmul per layer); the adapter is
+    the same. Pure and jittable; call inside `rules_lib.axis_rules(...)` as for the plain decoder."""
     lora_params = rules_lib.unbox(lora_params)
-    layout = (lambda t: t) if model_config.scan_layers else per_layer  # noqa: E731
+    stacked_layout = _group_fused if model_config.fused_projections else (lambda t: t)  # noqa: E731
+    layout = stacked_layout if model_config.scan_layers else (lambda t: per_layer(stacked_layout(t)))  # noqa: E731
     variables = {"params": base_params, LORA_COLLECTION: layout(lora_params)}
     if not deterministic and lora_cfg.dropout > 0.0:
         if rng is None:
             raise ValueError("lora_apply(deterministic=False) with dropout > 0 needs rng=jax.random.key(...).")
         variables[DROPOUT_COLLECTION] = layout(_dropout_keys(lora_params, rng))
-    with nn.intercept_methods(_interceptor(lora_cfg, deterministic)):
+    with nn.intercept_methods(_interceptor(model_config, lora_cfg, deterministic)):
         return Decoder(model_config).apply(variables, *args, **kwargs)
 
 
@@ -164,22 +213,38 @@ class LoraForward:
                           attention_mask, positions, inputs_embeds, cache)
 
 
-def merge(base_params: Any, lora_params: Any, lora_cfg: LoraConfig) -> Any:
+def merge(base_params: Any, lora_params: Any, lora_cfg: LoraConfig,
+          model_config: Optional[DecoderConfig] = None) -> Any:
     """Plain decoder params with the adapter folded in: W' = W + scale * A @ B per layer, in W's dtype.
+    A fused base (`qkv_proj`, `gate_up_proj`) needs `model_config` for its column layout.
     Jittable (shardings follow the base weights); the base tree is not modified."""
     lora_params = rules_lib.unbox(lora_params)
+    targets = lora_targets(lora_params)
     # a stacked base takes the stacked factors at once; a per-layer base (`layers_<i>`) slice i of them
     factors = {"layers": lora_params["layers"]} if "layers" in base_params else per_layer(lora_params)
     out = dict(base_params)
     for name, layer_factors in factors.items():
         layer = out[name]
-        for proj in lora_targets(lora_params):
-            block = LAYER_PROJECTIONS[proj]
-            f = layer_factors[block][proj]
-            kernel = layer[block][proj]["kernel"]
-            delta = jnp.einsum("...ir,...ro->...io", f["lora_A"].astype(jnp.float32), f["lora_B"].astype(jnp.float32))
-            new_kernel = (kernel.astype(jnp.float32) + lora_cfg.scale * delta).astype(kernel.dtype)
-            layer = {**layer, block: {**layer[block], proj: {**layer[block][proj], "kernel": new_kernel}}}
+        deltas = {}  # (block, Dense name) -> the update of its kernel, float32
+        for proj in targets:
+            f = layer_factors[LAYER_PROJECTIONS[proj]][proj]
+            deltas[LAYER_PROJECTIONS[proj], proj] = lora_cfg.scale * jnp.einsum(
+                "...ir,...ro->...io", f["lora_A"].astype(jnp.float32), f["lora_B"].astype(jnp.float32))
+        for fused, parts in FUSED_PARTS.items():
+            block = LAYER_PROJECTIONS[parts[0]]
+            if fused not in layer[block] or not any((block, p) in deltas for p in parts):
+                continue
+            if model_config is None:
+                raise ValueError("This base has fused projections; pass model_config to merge for their layout.")
+            rows = layer[block][fused]["kernel"].shape[:-1]
+            widths = _fused_widths(model_config)
+            columns = [deltas.pop((block, p), None) for p in parts]
+            columns = [jnp.zeros(rows + (widths[p],), jnp.float32) if c is None else c for p, c in zip(parts, columns)]
+            deltas[block, fused] = _fuse_parts(model_config, fused, columns)
+        for (block, dense), delta in deltas.items():
+            kernel = layer[block][dense]["kernel"]
+            new_kernel = (kernel.astype(jnp.float32) + delta).astype(kernel.dtype)
+            layer = {**layer, block: {**layer[block], dense: {**layer[block][dense], "kernel": new_kernel}}}
         out[name] = layer
     return out
 
@@ -190,5 +255,6 @@ def merged_model(model: Any, lora_params: Any, lora_cfg: LoraConfig) -> Any:
     weights; `model` is unchanged."""
     shardings = jax.tree.map(lambda x: x.sharding, model.params)
     with jax.set_mesh(model.mesh):
-        params = jax.jit(merge, static_argnums=2, out_shardings=shardings)(model.params, lora_params, lora_cfg)
+        params = jax.jit(merge, static_argnums=(2, 3), out_shardings=shardings)(model.params, lora_params, lora_cfg,
+                                                                                 model.config)
     return dataclasses.replace(model, params=params)

@@ -69,6 +69,20 @@ def unstack_layers(config: DecoderConfig, params: Any, mesh: Optional[Mesh] = No
     return flat, jax.jit(split, out_shardings=shardings)(params)
 
 
+def fuse_qkv_columns(config: DecoderConfig, q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
+    """The fused q/k/v projection's output columns from the separate ones (last axis of kernels, biases or
+    activations): [.., kv head, its `group` query heads then its key then its value, head_dim] (the decoder's
+    `qkv_proj` layout, which keeps each kv group on one device when the kv-head axis is sharded)."""
+    kv, hd = config.num_kv_heads, config.head_dim
+    heads = lambda a: a.reshape(a.shape[:-1] + (kv, -1, hd))  # noqa: E731  q columns are head-major
+    return jnp.concatenate([heads(q), heads(k), heads(v)], axis=-2).reshape(q.shape[:-1] + (-1,))
+
+
+def fuse_gate_up_columns(gate: jax.Array, up: jax.Array) -> jax.Array:
+    """The fused gate/up projection's output columns: [.., mlp unit, (gate, up)] (the decoder's `gate_up_proj`)."""
+    return jnp.stack([gate, up], axis=-1).reshape(gate.shape[:-1] + (-1,))
+
+
 def fuse_projections(config: DecoderConfig, params: Any, mesh: Optional[Mesh] = None,
                      rules=rules_lib.DEFAULT_RULES) -> tuple[DecoderConfig, Any]:
     """Separate q/k/v and gate/up projections -> one `qkv_proj` and one `gate_up_proj` per layer
@@ -77,18 +91,13 @@ def fuse_projections(config: DecoderConfig, params: Any, mesh: Optional[Mesh] = 
     if config.fused_projections:
         return config, params
     fused = config.replace(fused_projections=True)
-    kv, group, hd = config.num_kv_heads, config.num_heads // config.num_kv_heads, config.head_dim
 
     def layer(p):
         attn, mlp = dict(p["self_attn"]), dict(p["mlp"])
         q, k, v = (attn.pop(n) for n in ("q_proj", "k_proj", "v_proj"))
         gate, up = mlp.pop("gate_proj"), mlp.pop("up_proj")
-        # q columns are head-major (head h = kv head h // group, then its slot in the group): [.., kv, group, hd]
-        heads = lambda a, n: a.reshape(a.shape[:-1] + (kv, n, hd))  # noqa: E731
-        attn["qkv_proj"] = {f: jnp.concatenate([heads(q[f], group), heads(k[f], 1), heads(v[f], 1)], axis=-2)
-                            .reshape(q[f].shape[:-1] + (-1,)) for f in q}
-        mlp["gate_up_proj"] = {f: jnp.stack([gate[f], up[f]], axis=-1).reshape(gate[f].shape[:-1] + (-1,))
-                               for f in gate}
+        attn["qkv_proj"] = {f: fuse_qkv_columns(config, q[f], k[f], v[f]) for f in q}
+        mlp["gate_up_proj"] = {f: fuse_gate_up_columns(gate[f], up[f]) for f in gate}
         return dict(p, self_attn=attn, mlp=mlp)
 
     def fuse(p):
