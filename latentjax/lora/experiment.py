@@ -23,7 +23,7 @@ ConfigDict = ml_collections.ConfigDict
 
 def model_section(path: str = "", dtype: str = "bfloat16", remat_policy: str = "minimal",
                   attention_impl: str = "auto", loss_chunk: int = 0, loss_backward: str = "fused",
-                  scan_layers: bool = True) -> ConfigDict:
+                  scan_layers: bool = True, fused_projections: bool = False) -> ConfigDict:
     """The frozen base: an HF Llama/Mistral folder (with its tokenizer); params stored in `param_dtype`
     ("" = dtype), computed in `dtype`. loss_chunk > 0: the train and eval loss are computed that many sequence
     positions at a time from the final hidden states (`latentjax.train.chunked_loss`), never materialising the
@@ -31,10 +31,11 @@ def model_section(path: str = "", dtype: str = "bfloat16", remat_policy: str = "
     in the forward pass: no extra head matmul) or "recompute" (the backward recomputes each chunk's logits).
     scan_layers=False: per-layer base weights (no per-layer weight copies in the step). 8B shape, rank 128, 4 x 512
     on an H100: per-layer, no remat, with train.xla_command_buffers=False: 142 ms at 31.2 GiB; scanned: no remat
-    180 ms at 36.2 GiB, `lean` 195 ms at 22.6 GiB; per-layer `lean` 209 ms at 22.6 GiB."""
+    180 ms at 36.2 GiB, `lean` 195 ms at 22.6 GiB; per-layer `lean` 209 ms at 22.6 GiB. fused_projections=True:
+    one q/k/v and one gate/up matmul per layer (the adapter and its PEFT export unchanged; speed not yet measured)."""
     return ConfigDict(dict(path=path, dtype=dtype, param_dtype="", remat_policy=remat_policy,
                            attention_impl=attention_impl, loss_chunk=int(loss_chunk), loss_backward=loss_backward,
-                           scan_layers=bool(scan_layers)))
+                           scan_layers=bool(scan_layers), fused_projections=bool(fused_projections)))
 
 
 def lora_section(rank: int = 8, alpha: float = 16.0, dropout: float = 0.0, targets: str = "all",
@@ -105,7 +106,8 @@ def build(config: Any, mesh: Mesh) -> Experiment:
     mc, dc = config.model, config.data
     model = from_pretrained(mc.path, dtype=mc.dtype, param_dtype=mc.get("param_dtype") or mc.dtype, mesh=mesh,
                             rules=rules, remat_policy=mc.remat_policy, attention_impl=mc.attention_impl,
-                            scan_layers=bool(mc.get("scan_layers", True)))
+                            scan_layers=bool(mc.get("scan_layers", True)),
+                            fused_projections=bool(mc.get("fused_projections", False)))
     lora_cfg = lora_config_from(config)
     loss_chunk = int(mc.get("loss_chunk", 0) or 0)
     loss_backward = mc.get("loss_backward", "fused") or "fused"
