@@ -371,8 +371,7 @@ def test_per_layer_gradient_is_one_concatenate_and_remat_survives_cse(base, ids)
         assert hlo.count("optimization_barrier") == barriers, policy
 
 
-@pytest.mark.parametrize("layers", ["scanned", "per_layer"])
-@pytest.mark.parametrize("targets", ["all", ("q_proj", "v_proj", "up_proj")])
+@pytest.mark.parametrize("layers,targets", [("scanned", "all"), ("per_layer", ("q_proj", "v_proj", "up_proj"))])
 def test_fused_base_gives_the_same_outputs_gradients_dropout_and_merge(base, ids, layers, targets):
     """A base with one q/k/v and one gate/up Dense per layer (`fuse_projections`) and the same per-projection
     adapter: the adapter's deltas land in the fused Dense's columns of their projection (k left out of a subset
