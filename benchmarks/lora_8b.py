@@ -140,27 +140,25 @@ def run_one(remat: str, attention: str = "xla", loss_chunk: int = 0, backward: s
 
     cfg, (b, t, r), _, _, base, state, step, batch = _setup(remat, attention, loss_chunk, backward, layers, cmdbuf,
                                                             fused, scale)
+    from suite import loop_time
+
+    metrics = None
+
+    def one():
+        nonlocal state, metrics
+        state, metrics = step(state, base, batch)
+        return metrics["loss"]
+
     times = []
     for i in range(SMOKE["steps"] if scale == "smoke" else STEPS):
         start = time.perf_counter()
-        state, metrics = step(state, base, batch)
-        jax.block_until_ready(metrics["loss"])
+        jax.block_until_ready(one())
         times.append(time.perf_counter() - start)
     sec = float(np.median(times[-STEADY:]))
-    # the training loop's rate: STEADY more steps back to back, one synchronisation (suite.loop_time)
-    start = time.perf_counter()
-    for _ in range(STEADY):
-        state, metrics = step(state, base, batch)
-    jax.block_until_ready(metrics["loss"])
-    loop_sec = (time.perf_counter() - start) / STEADY
+    loop_sec = loop_time(one, STEADY)  # the training loop's rate: steps back to back, one synchronisation
     stats = jax.devices()[0].memory_stats() or {}
     if profile_out:  # per-kernel profile of two more steps (benchmarks/profile_kernels.py)
         import profile_kernels
-
-        def one():
-            nonlocal state
-            state, m = step(state, base, batch)
-            return m["loss"]
 
         profile_kernels.profile(f"lora_{remat}_{layers}", one, 2, {}, keep="", top=40)
     return {"remat": remat, "attention": attention, "loss_chunk": loss_chunk, "loss_backward": backward,
@@ -270,8 +268,8 @@ def main() -> None:
                 print("   ", *b)
         return
     print_table(rows, ["step ms", "loop ms", "tokens/s", "peak GiB", "MFU", "reference ms"], lambda r: [
-        f"{r['step_ms']:.1f}", f"{r['loop_step_ms']:.1f}", f"{r['tokens_per_s']:.0f}", f"{r['peak_device_gib']:.1f}", f"{r['mfu_vs_813']:.1%}",
-        str(r["reference_ms"])])
+        f"{r['step_ms']:.1f}", f"{r['loop_step_ms']:.1f}", f"{r['tokens_per_s']:.0f}", f"{r['peak_device_gib']:.1f}",
+        f"{r['mfu_vs_813']:.1%}", str(r["reference_ms"])])
 
 
 def print_table(rows: list, columns: list, cells) -> None:

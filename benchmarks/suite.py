@@ -376,7 +376,8 @@ def _prefill_and_decode(cfg, params, mesh, rules, rs, sv) -> dict:
     return res
 
 
-PARTS = {"pair": part_pair, "lora": part_lora, "decode": part_decode, "infer": part_infer, "steps": part_steps}  # lora has no tiny mode: GPU only
+# lora has no tiny mode: GPU only
+PARTS = {"pair": part_pair, "lora": part_lora, "decode": part_decode, "infer": part_infer, "steps": part_steps}
 COMPARE = ["bridge_step_B8_ms", "bridge_step_B64_ms", "latency_bridge_ms", "latency_text_relay_50tok_ms",
            "sample_B64_tokens_per_s", "lora_B4_T512_noremat_ms", "lora_B4_T512_remat_ms",
            "lora_B4_T512_noremat_peak_mem_gib", "lora_B4_T512_remat_peak_mem_gib", "lora_B4_T512_remat_lean_ms",

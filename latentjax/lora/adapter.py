@@ -222,6 +222,7 @@ def merge(base_params: Any, lora_params: Any, lora_cfg: LoraConfig,
     targets = lora_targets(lora_params)
     # a stacked base takes the stacked factors at once; a per-layer base (`layers_<i>`) slice i of them
     factors = {"layers": lora_params["layers"]} if "layers" in base_params else per_layer(lora_params)
+    widths = _fused_widths(model_config) if model_config is not None else {}
     out = dict(base_params)
     for name, layer_factors in factors.items():
         layer = out[name]
@@ -237,7 +238,6 @@ def merge(base_params: Any, lora_params: Any, lora_cfg: LoraConfig,
             if model_config is None:
                 raise ValueError("This base has fused projections; pass model_config to merge for their layout.")
             rows = layer[block][fused]["kernel"].shape[:-1]
-            widths = _fused_widths(model_config)
             columns = [deltas.pop((block, p), None) for p in parts]
             columns = [jnp.zeros(rows + (widths[p],), jnp.float32) if c is None else c for p, c in zip(parts, columns)]
             deltas[block, fused] = _fuse_parts(model_config, fused, columns)
