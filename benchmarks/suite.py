@@ -15,12 +15,15 @@ shapes of `shared/bench/hf_reference.py`:
   ref    the reference script, whose figures the table divides ours by (`--anchor`: an earlier run's JSON).
 Each part runs in its own process (PyTorch and JAX never share the GPU). Timings: warm-up, then the median of
 repeated runs with the device synchronised; train steps also at the training loop's rate (`loop_time`, keys
-`*_loop_ms`). Writes $OUT/suite.json and prints one table last.
+`*_loop_ms`). Writes $OUT/suite.json and prints one table last. Time limits in seconds, through the environment:
+LATENTJAX_SUITE_LIMIT_<PART> per part, LATENTJAX_SUITE_LIMIT_LORA_CASE per LoRA case (LATENTJAX_SUITE_LORA lists
+the cases, see `part_lora`); a part or case stopped at its limit is reported as an error and the rest go on.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import os
 import subprocess
 import sys
@@ -311,6 +314,7 @@ def part_lora() -> dict:
     ..._remat_chunk128_recompute_...), "none:layers=flat" with per-layer base weights (keys ..._noremat_flat_...)."""
     res = {}
     tags = {"none": "noremat", "minimal": "remat", "lean": "remat_lean"}
+    case_limit = float(os.environ.get("LATENTJAX_SUITE_LIMIT_LORA_CASE", "0")) or None  # one slow case loses no other
     for case in os.environ.get("LATENTJAX_SUITE_LORA", "none,lean,none:layers=flat").split(","):
         remat, _, opts = case.partition(":")
         if remat not in tags:
@@ -323,9 +327,11 @@ def part_lora() -> dict:
         r = {}
         for attention in ("auto", "xla"):
             one = f"{remat}:{attention}" + (f":{opts}" if opts else "")
-            r = run_part([os.path.join(HERE, "lora_8b.py"), "--one", one])
+            r = run_part([os.path.join(HERE, "lora_8b.py"), "--one", one], timeout=case_limit)
             if "error" not in r:
                 res[f"lora_B4_T512_{tag}_attention"] = attention
+                break
+            if "timed out" in r["error"]:  # XLA's attention would not be faster to compile or run
                 break
         if "error" in r:
             res[f"lora_B4_T512_{tag}_error"] = r["error"]
@@ -386,20 +392,16 @@ COMPARE = ["bridge_step_B8_ms", "bridge_step_B64_ms", "latency_bridge_ms", "late
            "lora_B4_T512_remat_lean_flat_peak_mem_gib"]
 
 
-# Our LoRA `lean` remat (stacked or per-layer base: less memory than the reference's remat run) against that run; no
-# remat on a per-layer base (more memory than that run, less than its no-remat run) against the no-remat run. A
-# training step's loop rate (`loop_time`) against the reference's step time (CUDA events) of the same case.
-REFERENCE_KEY = {"bridge_step_B8_loop_ms": "bridge_step_B8_ms", "bridge_step_B64_loop_ms": "bridge_step_B64_ms",
-                 "lora_B4_T512_noremat_loop_ms": "lora_B4_T512_noremat_ms",
-                 "lora_B4_T512_noremat_flat_loop_ms": "lora_B4_T512_noremat_ms",
-                 "lora_B4_T512_remat_lean_loop_ms": "lora_B4_T512_remat_ms",
-                 "lora_B4_T512_remat_lean_flat_loop_ms": "lora_B4_T512_remat_ms",
-                 "lora_B4_T512_remat_lean_ms": "lora_B4_T512_remat_ms",
-                 "lora_B4_T512_remat_lean_peak_mem_gib": "lora_B4_T512_remat_peak_mem_gib",
-                 "lora_B4_T512_noremat_flat_ms": "lora_B4_T512_noremat_ms",
-                 "lora_B4_T512_noremat_flat_peak_mem_gib": "lora_B4_T512_noremat_peak_mem_gib",
-                 "lora_B4_T512_remat_lean_flat_ms": "lora_B4_T512_remat_ms",
-                 "lora_B4_T512_remat_lean_flat_peak_mem_gib": "lora_B4_T512_remat_peak_mem_gib"}
+# A training step's loop rate (`loop_time`) against the reference's step time (CUDA events) of the same case. Every
+# LoRA case against the reference's run of its kind: no remat (stacked, per-layer or fused base) against its no-remat
+# run, every remat policy (`lean` saves less than the reference's remat run) against its remat run.
+LORA_KEY = re.compile(r"lora_B4_T512_(noremat|remat)\w*?(?<!first_steps)_(loop_ms|ms|peak_mem_gib)")
+
+
+def reference_key(key: str) -> str:
+    if m := LORA_KEY.fullmatch(key):
+        return f"lora_B4_T512_{m[1]}_" + ("ms" if m[2] == "loop_ms" else m[2])
+    return re.sub(r"^(bridge_step_B\d+)_loop_ms$", r"\1_ms", key)
 
 
 def run_part(args: list[str], timeout: float = None, env: dict = None) -> dict:
@@ -469,7 +471,7 @@ def main() -> None:
         save()
     print("\n| figure | latentjax | reference | reference / ours (time) or ours / reference (rate) |\n|---|---|---|---|")
     for key in list(dict.fromkeys(COMPARE + list(ours))):
-        a, b = ours.get(key), ref.get(REFERENCE_KEY.get(key, key))
+        a, b = ours.get(key), ref.get(reference_key(key))
         ratio = ""
         if isinstance(a, (int, float)) and isinstance(b, (int, float)) and a and b:
             ratio = f"{(a / b) if key.endswith('per_s') else (b / a):.2f}x"
