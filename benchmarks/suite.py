@@ -147,17 +147,19 @@ def _init(cfg, seed, mesh, rules):
     return cfg, init_params(cfg, jax.random.PRNGKey(seed), mesh, rules)
 
 
-def bridge_train_step(m: dict):
+def bridge_train_step(m: dict, compiler_options: dict | str = "loop"):
     """one_step(batch, rs) -> a zero-argument function running one step on a random batch of that size: the
     reference's bridge step shape (K=16, answer 32, sender prompt 128), compiled as the training loop does
-    (`train.xla_command_buffers` default)."""
+    (`train.xla_command_buffers` default) unless `compiler_options` are given."""
     import numpy as np
 
     from latentjax.bridge.batching import BATCH_AXES
     from latentjax.train.step import command_buffer_options, make_train_step
 
+    if compiler_options == "loop":
+        compiler_options = command_buffer_options()
     step = make_train_step(m["model"].loss, m["optimizer"], m["mesh"], m["rules"], m["shardings"], BATCH_AXES, 1,
-                           compiler_options=command_buffer_options())
+                           compiler_options=compiler_options)
     sv, rv = m["sender_cfg"].vocab_size - 256, m["receiver_cfg"].vocab_size - 256
 
     def one_step(batch: int, rs):

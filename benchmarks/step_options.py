@@ -1,0 +1,69 @@
+"""The suite's bridge train step compiled with different XLA options, in one process: synchronised and loop rates.
+
+    python benchmarks/step_options.py --out $OUT [--batches 8,64] [--variants off,default,...]
+
+Session 12's profile of the batch-8 step (H100) found the GPU busy 42.9 ms of a 52.4-ms span: 9.5 ms of gaps
+between 2,324 kernels, i.e. the host dispatching one kernel at a time slower than the GPU runs them. CUDA graphs
+(XLA's command buffers) remove per-kernel dispatch but are re-recorded when a step's buffers move, which is why
+training steps compile without them (`latentjax.train.step.command_buffer_options`). This script measures each
+variant the way the suite does (`suite.median_time`, one step waited for; `suite.loop_time`, 20 steps back to back)
+and prints one table, also written as $OUT/step_options.json. Variants (name=options):
+  off       no command buffers (the training loop's default)
+  default   XLA's default command-buffer types
+  nocudnn   command buffers without cuDNN's thunks (FUSION, CUBLAS, CUBLASLT, CUSTOM_CALL)
+  fusion    fusions only
+LATENTJAX_SUITE_TINY=1 runs the suite's small shapes (a CPU check of the script).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import suite  # noqa: E402
+
+VARIANTS = {
+    "off": {"xla_gpu_enable_command_buffer": ""},
+    "default": None,
+    "nocudnn": {"xla_gpu_enable_command_buffer": "FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL"},
+    "fusion": {"xla_gpu_enable_command_buffer": "FUSION"},
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", default=os.environ.get("OUT", "."))
+    parser.add_argument("--batches", default="8,64")
+    parser.add_argument("--variants", default="off,default,nocudnn,fusion,off")  # "off" again: drift check
+    args = parser.parse_args()
+    import numpy as np
+
+    unknown = sorted(set(args.variants.split(",")) - set(VARIANTS))
+    if unknown:
+        raise SystemExit(f"--variants: unknown {unknown}; choose from {sorted(VARIANTS)}.")
+    os.makedirs(args.out, exist_ok=True)
+    m, rs, rows = suite._pair_models(), np.random.RandomState(0), []
+    for i, name in enumerate(args.variants.split(",")):
+        one_step = suite.bridge_train_step(m, VARIANTS[name])
+        for batch in map(int, args.batches.split(",")):
+            run = one_step(batch, rs)
+            row = {"variant": f"{name}#{i}", "batch": batch}
+            try:
+                row["step_ms"] = suite.median_time(run) * 1e3
+                row["loop_ms"] = suite.loop_time(run, 20) * 1e3
+            except Exception as e:  # an option this XLA refuses: record it, measure the rest
+                row["error"] = f"{type(e).__name__}: {str(e)[:300]}"
+            rows.append(row)
+            print("ROW " + json.dumps(row), flush=True)
+            with open(os.path.join(args.out, "step_options.json"), "w") as f:
+                json.dump(rows, f, indent=1)
+    print("\n| variant | batch | step ms (synchronised) | loop ms |\n|---|---|---|---|")
+    for r in rows:
+        cells = [r["error"], ""] if "error" in r else [f"{r['step_ms']:.1f}", f"{r['loop_ms']:.1f}"]
+        print(f"| {r['variant']} | {r['batch']} | {' | '.join(cells)} |")
+
+
+if __name__ == "__main__":
+    main()
