@@ -30,9 +30,10 @@ def model_section(path: str = "", dtype: str = "bfloat16", remat_policy: str = "
     float32 logits [batch, length, vocab]; 0 = the full logits. loss_backward: "fused" (each chunk's gradient taken
     in the forward pass: no extra head matmul) or "recompute" (the backward recomputes each chunk's logits).
     scan_layers=False: per-layer base weights (no per-layer weight copies in the step). 8B shape, rank 128, 4 x 512
-    on an H100: per-layer, no remat, with train.xla_command_buffers=False: 142 ms at 31.2 GiB; scanned: no remat
+    on an H100: per-layer, no remat, with train.xla_command_buffers=False: 139-142 ms at 31.2 GiB; scanned: no remat
     180 ms at 36.2 GiB, `lean` 195 ms at 22.6 GiB; per-layer `lean` 209 ms at 22.6 GiB. fused_projections=True:
-    one q/k/v and one gate/up matmul per layer (the adapter and its PEFT export unchanged; speed not yet measured)."""
+    one q/k/v and one gate/up matmul per layer (the adapter and its PEFT export unchanged); per-layer, no remat,
+    143 ms at 34.7 GiB, so not the default."""
     return ConfigDict(dict(path=path, dtype=dtype, param_dtype="", remat_policy=remat_policy,
                            attention_impl=attention_impl, loss_chunk=int(loss_chunk), loss_backward=loss_backward,
                            scan_layers=bool(scan_layers), fused_projections=bool(fused_projections)))
