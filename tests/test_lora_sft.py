@@ -222,8 +222,8 @@ def test_fused_base_gives_the_experiment_the_same_loss_and_gradients(sft_model_d
         assert ("qkv_proj" in exp.frozen["layers_0"]["self_attn"]) == fused
         trainable = jax.tree.map(lambda x: x + 0.05, rules_lib.unbox(exp.init_trainable(jax.random.key(0))))
         with jax.set_mesh(mesh):
-            runs.append(jax.value_and_grad(exp.loss_fn, has_aux=True)(trainable, exp.frozen, next(exp.train_data),
-                                                                       None))
+            runs.append(jax.jit(jax.value_and_grad(exp.loss_fn, has_aux=True))(trainable, exp.frozen,
+                                                                               next(exp.train_data), None))
     (loss_sep, _), grads_sep = runs[0]
     (loss_fused, _), grads_fused = runs[1]
     np.testing.assert_allclose(float(loss_fused), float(loss_sep), rtol=1e-5)
