@@ -256,3 +256,24 @@ def test_index_causal_hint_changes_no_real_token(monkeypatch):
     positions = np.maximum(np.cumsum(mask, 1) - 1, 0)
     np.testing.assert_allclose(np.asarray(fwd(positions=positions)), reference, rtol=1e-6, atol=1e-6)
     assert asked == [False] * cfg.num_layers
+
+
+def test_a_cached_conversion_keeps_the_folder_another_process_finished_first(tmp_path):
+    """Two processes converting the offline model into one cache at once (pytest workers, hosts of one job): the
+    second to finish keeps the first folder, which readers may already use; an explicit conversion replaces it."""
+    from latentjax.convert.gguf import publish
+
+    def folder(name: str, text: str) -> str:
+        path = tmp_path / name
+        path.mkdir()
+        (path / "model.safetensors").write_text(text)
+        return str(path)
+
+    out = str(tmp_path / "model")
+    publish(folder("a", "first"), out, replace=False)
+    assert open(os.path.join(out, "model.safetensors")).read() == "first"
+    late = folder("b", "second")
+    publish(late, out, replace=False)
+    assert open(os.path.join(out, "model.safetensors")).read() == "first" and os.path.isdir(late)
+    publish(late, out, replace=True)
+    assert open(os.path.join(out, "model.safetensors")).read() == "second" and not os.path.exists(late)

@@ -20,8 +20,9 @@ def cache_dir() -> str:
     return os.environ.get("LATENTJAX_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "latentjax"))
 
 
-def convert(gguf_file: str, out_dir: str) -> str:
-    """Write `out_dir` (config.json, model.safetensors, tokenizer files) from `gguf_file`; returns out_dir."""
+def convert(gguf_file: str, out_dir: str, replace: bool = True) -> str:
+    """Write `out_dir` (config.json, model.safetensors, tokenizer files) from `gguf_file`; returns out_dir.
+    replace=False keeps an `out_dir` that another process finished first (a shared cache)."""
     if not os.path.isfile(gguf_file):
         raise FileNotFoundError(f"GGUF file {gguf_file!r} does not exist.")
     try:
@@ -45,13 +46,26 @@ def convert(gguf_file: str, out_dir: str) -> str:
     try:
         plain.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        if os.path.exists(out_dir):
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
+        publish(tmp, out_dir, replace)
     finally:
         if os.path.exists(tmp):
             shutil.rmtree(tmp)
     return out_dir
+
+
+def publish(tmp: str, out_dir: str, replace: bool) -> None:
+    """Move the finished folder `tmp` to `out_dir`. replace=False keeps an `out_dir` another process finished first
+    (its readers may be using it; `tmp` is left for the caller to delete)."""
+    if os.path.exists(out_dir) and not replace:
+        return
+    if os.path.exists(out_dir):
+        shutil.rmtree(out_dir)
+    try:
+        os.rename(tmp, out_dir)
+    except OSError:
+        if replace or not os.path.exists(os.path.join(out_dir, "model.safetensors")):
+            raise  # not the race below
+        # another process renamed its folder into place between our check and our rename: keep theirs
 
 
 def smollm2_gguf_path() -> str:
@@ -72,7 +86,7 @@ def smollm2_path() -> str:
     """HF folder of SmolLM2-135M-Instruct, converted once from the packaged GGUF and cached."""
     out = os.path.join(cache_dir(), "SmolLM2-135M-Instruct")
     if not os.path.exists(os.path.join(out, "model.safetensors")):
-        convert(smollm2_gguf_path(), out)
+        convert(smollm2_gguf_path(), out, replace=False)  # processes converting at once keep the first folder
     return out
 
 
