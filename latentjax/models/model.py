@@ -28,12 +28,27 @@ def param_shardings(config: DecoderConfig, mesh: Mesh, rules=rules_lib.DEFAULT_R
 
 def init_params(config: DecoderConfig, rng: jax.Array, mesh: Optional[Mesh] = None,
                 rules=rules_lib.DEFAULT_RULES) -> Any:
-    """Random parameters (for tests and benchmarks), created directly in their sharding."""
+    """Random parameters (for tests and benchmarks), created directly in their sharding. A per-layer config gets the
+    stacked initialisation split into layers (`unstack_layers` of the scanned config's, for the same key): one
+    random op per kind of weight rather than per layer and weight, which XLA compiles in seconds, not minutes, for
+    an 8B model's 32 layers."""
     mesh = mesh or rules_lib.single_device_mesh()
     shardings = param_shardings(config, mesh, rules)
     ids = jnp.zeros((1, 1), jnp.int32)
-    init = jax.jit(lambda r: rules_lib.unbox(Decoder(config).init(r, ids)["params"]), out_shardings=shardings)
-    return init(rng)
+
+    def init(r):
+        params = rules_lib.unbox(Decoder(config.replace(scan_layers=True)).init(r, ids)["params"])
+        return params if config.scan_layers else split_layers(params, config.num_layers)
+
+    return jax.jit(init, out_shardings=shardings)(rng)
+
+
+def split_layers(params: Any, num_layers: int) -> Any:
+    """Stacked parameters -> {..., "layers_0": ..., "layers_{N-1}": ...} (traceable)."""
+    out = {k: v for k, v in params.items() if k != "layers"}
+    for i in range(num_layers):
+        out[f"layers_{i}"] = jax.tree.map(lambda a, i=i: a[i], params["layers"])
+    return out
 
 
 def truncate_layers(config: DecoderConfig, params: Any, num_layers: int) -> tuple[DecoderConfig, Any]:
@@ -59,14 +74,7 @@ def unstack_layers(config: DecoderConfig, params: Any, mesh: Optional[Mesh] = No
     flat = config.replace(scan_layers=False)
     mesh = mesh or rules_lib.single_device_mesh()
     shardings = param_shardings(flat, mesh, rules)
-
-    def split(p):
-        out = {k: v for k, v in p.items() if k != "layers"}
-        for i in range(config.num_layers):
-            out[f"layers_{i}"] = jax.tree.map(lambda a, i=i: a[i], p["layers"])
-        return out
-
-    return flat, jax.jit(split, out_shardings=shardings)(params)
+    return flat, jax.jit(lambda p: split_layers(p, config.num_layers), out_shardings=shardings)(params)
 
 
 def fuse_qkv_columns(config: DecoderConfig, q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
