@@ -293,9 +293,10 @@ def test_per_layer_random_init_is_the_stacked_one_split():
                         num_kv_heads=2, head_dim=8)
     flat_cfg = cfg.replace(scan_layers=False)
     stacked, flat = init_params(cfg, jax.random.key(1)), init_params(flat_cfg, jax.random.key(1))
-    own = jax.eval_shape(lambda: Decoder(flat_cfg).init(jax.random.key(1), np.zeros((1, 1), np.int32))["params"])
-    assert jax.tree.structure(flat) == jax.tree.structure(latentjax.parallel.rules.unbox(own))
-    assert jax.tree.map(np.shape, flat) == jax.tree.map(lambda a: a.shape, latentjax.parallel.rules.unbox(own))
+    own = latentjax.parallel.rules.unbox(jax.eval_shape(
+        lambda: Decoder(flat_cfg).init(jax.random.key(1), np.zeros((1, 1), np.int32))["params"]))
+    assert jax.tree.structure(flat) == jax.tree.structure(own)
+    assert jax.tree.map(np.shape, flat) == jax.tree.map(lambda a: a.shape, own)
     for a, b in zip(jax.tree.leaves(unstack_layers(cfg, stacked)[1]), jax.tree.leaves(flat)):
         np.testing.assert_array_equal(a, b)
     ids = np.random.RandomState(0).randint(1, 61, (2, 7))

@@ -31,7 +31,7 @@ def init_params(config: DecoderConfig, rng: jax.Array, mesh: Optional[Mesh] = No
     """Random parameters (for tests and benchmarks), created directly in their sharding. A per-layer config gets the
     stacked initialisation split into layers (`unstack_layers` of the scanned config's, for the same key): one
     random op per kind of weight rather than per layer and weight, which XLA compiles in seconds, not minutes, for
-    an 8B model's 32 layers."""
+    an 8B model's 32 layers (at the cost of holding the stacked copy too while the split runs)."""
     mesh = mesh or rules_lib.single_device_mesh()
     shardings = param_shardings(config, mesh, rules)
     ids = jnp.zeros((1, 1), jnp.int32)
