@@ -140,6 +140,7 @@ def run_one(remat: str, attention: str = "xla", loss_chunk: int = 0, backward: s
 
     cfg, (b, t, r), _, _, base, state, step, batch = _setup(remat, attention, loss_chunk, backward, layers, cmdbuf,
                                                             fused, scale)
+    batch = jax.device_put(batch, step.batch_shardings(batch.keys()))  # on the device before timing, as the reference's
     from suite import loop_time
 
     metrics = None

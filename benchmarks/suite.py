@@ -150,7 +150,9 @@ def _init(cfg, seed, mesh, rules):
 def bridge_train_step(m: dict, compiler_options: dict | str = "loop"):
     """one_step(batch, rs) -> a zero-argument function running one step on a random batch of that size: the
     reference's bridge step shape (K=16, answer 32, sender prompt 128), compiled as the training loop does
-    (`train.xla_command_buffers` default) unless `compiler_options` are given."""
+    (`train.xla_command_buffers` default) unless `compiler_options` are given. The batch is placed on the device
+    once, before any timing, as the reference creates its batch tensors on the GPU."""
+    import jax
     import numpy as np
 
     from latentjax.bridge.batching import BATCH_AXES
@@ -170,6 +172,7 @@ def bridge_train_step(m: dict, compiler_options: dict | str = "loop"):
              "receiver_attention_mask": np.ones((batch, k + answer), np.int32),
              "receiver_loss_mask": np.concatenate([np.zeros((batch, k)), np.ones((batch, answer))], 1).astype(np.int32),
              "soft_start": np.zeros((batch,), np.int32)}
+        b = jax.device_put(b, step.batch_shardings(b.keys()))  # on the device before timing, as the reference's
 
         def run():
             m["state"], metrics = step(m["state"], m["frozen"], b)

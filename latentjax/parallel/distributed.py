@@ -184,15 +184,17 @@ def global_batch(batch: Any, mesh: Mesh, rules=rules_lib.DEFAULT_RULES, axes: Op
     is a sharded `device_put` of the whole batch."""
     axes = axes or {}
 
-    def put(path, x):
-        x = np.asarray(x)
+    def sharding_of(path, x):
         key = getattr(path[0], "key", None) if path else None
         names = tuple(axes.get(key, ("batch",)))
-        names = names + (None,) * (x.ndim - len(names))
-        sharding = rules_lib.logical_sharding(names[: x.ndim], mesh, rules)
-        return jax.make_array_from_process_local_data(sharding, x)  # global shape inferred from the sharding
+        names = names + (None,) * (np.ndim(x) - len(names))
+        return rules_lib.logical_sharding(names[: np.ndim(x)], mesh, rules)
 
-    return jax.tree_util.tree_map_with_path(put, batch)
+    shardings = jax.tree_util.tree_map_with_path(sharding_of, batch)
+    if jax.process_count() == 1:  # one transfer call for the whole batch (a third of the host time per step)
+        return jax.device_put(jax.tree.map(np.asarray, batch), shardings)
+    # global shapes inferred from the shardings: each process passes its own rows
+    return jax.tree.map(lambda x, sh: jax.make_array_from_process_local_data(sh, np.asarray(x)), batch, shardings)
 
 
 def process_rows(global_batch_size: int, mesh: Mesh, rules=rules_lib.DEFAULT_RULES) -> slice:
