@@ -15,9 +15,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from typing import Optional, Union
+from typing import TYPE_CHECKING, Optional, Union
 
-import datasets
+if TYPE_CHECKING:
+    import datasets
 
 ENV_VAR = "LATENTJAX_DATA_DIR"
 _FILE_BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
@@ -113,11 +114,15 @@ def _lookup(name: str, split: Optional[str]) -> tuple[Source, Split]:
 
 
 def _is_offline() -> bool:
+    import datasets  # imported where data is read: models, benchmarks and inference never need it
+
     return bool(datasets.config.HF_HUB_OFFLINE or datasets.config.HF_DATASETS_OFFLINE)
 
 
 def load_file(path: str, split: str = "train") -> datasets.Dataset:
     """Read one local .jsonl/.json/.parquet/.csv file as a `datasets.Dataset` (no network)."""
+    import datasets
+
     ext = os.path.splitext(path)[1].lower()
     if ext not in _FILE_BUILDERS:
         raise ValueError(f"Cannot read {path!r}: expected one of {', '.join(_FILE_BUILDERS)}.")
@@ -151,6 +156,8 @@ def load_split(name: str, split: Optional[str] = None, data_dir: Optional[str] =
     if _is_offline():
         raise FileNotFoundError(f"{name}/{split}: {where}, and the hub is disabled (HF_HUB_OFFLINE / "
                                 f"HF_DATASETS_OFFLINE), so {hub} cannot be read.")
+    import datasets
+
     try:
         parts = [datasets.load_dataset(src.hub_path, c, split=sp.hub_split) for c in sp.hub_configs]
     except Exception as e:  # network, auth, or a dataset removed from the hub
