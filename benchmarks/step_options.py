@@ -13,6 +13,8 @@ and prints one table, also written as $OUT/step_options.json. Variants (name=opt
   default   XLA's default command-buffer types
   nocudnn   command buffers without cuDNN's thunks (FUSION, CUBLAS, CUBLASLT, CUSTOM_CALL)
   fusion    fusions only
+--folded_variants runs variants again on frozen models whose layers' RMSNorm scales are folded into the q/k/v and
+gate/up weights (`models.model.fold_norm_scales`: no separate scale-multiply kernel after each norm).
 LATENTJAX_SUITE_TINY=1 runs the suite's small shapes (a CPU check of the script).
 """
 from __future__ import annotations
@@ -38,28 +40,41 @@ def main() -> None:
     parser.add_argument("--out", default=os.environ.get("OUT", "."))
     parser.add_argument("--batches", default="8,64")
     parser.add_argument("--variants", default="off,default,nocudnn,fusion,off")  # "off" again: drift check
+    parser.add_argument("--folded_variants", default="",
+                        help="variants then run on frozen models rebuilt with their norm scales folded into the "
+                             "projections (LATENTJAX_SUITE_FOLD=1), e.g. 'off'; empty: none")
     args = parser.parse_args()
+    import gc
+
     import numpy as np
 
-    unknown = sorted(set(args.variants.split(",")) - set(VARIANTS))
+    plans = [("plain", args.variants.split(","))]
+    if args.folded_variants:
+        plans.append(("folded", args.folded_variants.split(",")))
+    unknown = sorted({v for _, names in plans for v in names} - set(VARIANTS))
     if unknown:
         raise SystemExit(f"--variants: unknown {unknown}; choose from {sorted(VARIANTS)}.")
     os.makedirs(args.out, exist_ok=True)
-    m, rs, rows = suite._pair_models(), np.random.RandomState(0), []
-    for i, name in enumerate(args.variants.split(",")):
-        one_step = suite.bridge_train_step(m, VARIANTS[name])
-        for batch in map(int, args.batches.split(",")):
-            run = one_step(batch, rs)
-            row = {"variant": f"{name}#{i}", "batch": batch}
-            try:
-                row["step_ms"] = suite.median_time(run) * 1e3
-                row["loop_ms"] = suite.loop_time(run, 20) * 1e3
-            except Exception as e:  # an option this XLA refuses: record it, measure the rest
-                row["error"] = f"{type(e).__name__}: {str(e)[:300]}"
-            rows.append(row)
-            print("ROW " + json.dumps(row), flush=True)
-            with open(os.path.join(args.out, "step_options.json"), "w") as f:
-                json.dump(rows, f, indent=1)
+    rs, rows = np.random.RandomState(0), []
+    for models, names in plans:
+        os.environ["LATENTJAX_SUITE_FOLD"] = "1" if models == "folded" else "0"
+        m = suite._pair_models()
+        for i, name in enumerate(names):
+            one_step = suite.bridge_train_step(m, VARIANTS[name])
+            for batch in map(int, args.batches.split(",")):
+                run = one_step(batch, rs)
+                row = {"variant": f"{'' if models == 'plain' else 'folded:'}{name}#{i}", "batch": batch}
+                try:
+                    row["step_ms"] = suite.median_time(run) * 1e3
+                    row["loop_ms"] = suite.loop_time(run, 20) * 1e3
+                except Exception as e:  # an option this XLA refuses: record it, measure the rest
+                    row["error"] = f"{type(e).__name__}: {str(e)[:300]}"
+                rows.append(row)
+                print("ROW " + json.dumps(row), flush=True)
+                with open(os.path.join(args.out, "step_options.json"), "w") as f:
+                    json.dump(rows, f, indent=1)
+        del m, one_step, run  # the next models need the memory
+        gc.collect()
     print("\n| variant | batch | step ms (synchronised) | loop ms |\n|---|---|---|---|")
     for r in rows:
         cells = [r["error"], ""] if "error" in r else [f"{r['step_ms']:.1f}", f"{r['loop_ms']:.1f}"]

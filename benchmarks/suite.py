@@ -93,14 +93,15 @@ def _pair_models() -> dict:
     from latentjax.bridge.forward import BridgedModel, SenderTap
     from latentjax.bridge.model import BridgeConfig, init_bridge
     from latentjax.models.config import from_hf_dict
-    from latentjax.models.model import fuse_projections, truncate_layers, unstack_layers
+    from latentjax.models.model import fold_norm_scales, fuse_projections, truncate_layers, unstack_layers
     from latentjax.parallel import rules as rules_lib
     from latentjax.train import state as state_lib
     from latentjax.train.optimizer import make_optimizer
 
     mesh, rules = rules_lib.single_device_mesh(), rules_lib.DEFAULT_RULES
     # cuDNN fused attention where it applies (training and prefill), XLA's for decode steps; the frozen models
-    # with fused q/k/v and gate/up projections (LATENTJAX_SUITE_FUSED=0: separate).
+    # with fused q/k/v and gate/up projections (LATENTJAX_SUITE_FUSED=0: separate); LATENTJAX_SUITE_FOLD=1 also folds
+    # the layers' RMSNorm scales into those projections.
     common = dict(dtype="bfloat16", param_dtype="bfloat16", attention_impl="auto")
     sender_shape, receiver_shape = shapes()
     sender_cfg, sender = unstack_layers(*_init(from_hf_dict(sender_shape, **common), 1, mesh, rules))
@@ -110,6 +111,9 @@ def _pair_models() -> dict:
     if os.environ.get("LATENTJAX_SUITE_FUSED", "1") == "1":  # one q/k/v and one gate/up matmul per layer ("0": separate)
         sender_cfg, sender = fuse_projections(sender_cfg, sender)
         receiver_cfg, receiver = fuse_projections(receiver_cfg, receiver)
+    if os.environ.get("LATENTJAX_SUITE_FOLD", "0") == "1":  # the layers' norm scales in the projections' weights
+        sender_cfg, sender = fold_norm_scales(sender_cfg, sender)
+        receiver_cfg, receiver = fold_norm_scales(receiver_cfg, receiver)
     tap = SenderTap.make(sender_cfg, min(31, sender_cfg.num_layers - 1))
     _, tapped = truncate_layers(sender_cfg, sender, tap.config.num_layers)
     tapped = {k: v for k, v in tapped.items() if k != "lm_head"}

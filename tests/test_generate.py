@@ -278,3 +278,52 @@ def test_lora_on_a_fused_base_generates_like_the_separate_one(tiny_dirs):
     merged = merged_model(fused, lora, cfg)
     np.testing.assert_array_equal(np.asarray(generate(merged.config, merged.params, ids, max_new_tokens=6).tokens),
                                   np.asarray(runs[0]))
+
+@pytest.mark.parametrize("variant,scan,fused", [("llama31", False, True), ("llama_bias", True, False),
+                                                ("mistral_window", False, False)])
+def test_folded_norm_scales_give_the_same_logits_and_generation(tiny_dirs, variant, scan, fused):
+    """The layers' RMSNorm scales moved into the q/k/v and gate/up rows: the same float32 logits and tokens, no
+    scale left in those norms (the final norm keeps its own), and folding twice changes nothing."""
+    from latentjax.models.model import fold_norm_scales
+    from tests.conftest import relative_error
+
+    path = tiny_dirs[variant]
+    model = latentjax.from_pretrained(path, scan_layers=scan, fused_projections=fused)
+    folded = latentjax.from_pretrained(path, scan_layers=scan, fused_projections=fused, folded_norms=True)
+    layer = folded.params["layers"] if scan else folded.params["layers_0"]
+    assert "input_layernorm" not in layer and "post_attention_layernorm" not in layer
+    assert "scale" in folded.params["norm"]
+    plain_layer = model.params["layers"] if scan else model.params["layers_0"]
+    scale = np.asarray(plain_layer["input_layernorm"]["scale"])
+    assert np.abs(scale - 1).max() > 0.05  # the tiny models' norms are perturbed: a dropped scale would show
+    first = "qkv_proj" if fused else "q_proj"
+    np.testing.assert_allclose(np.asarray(layer["self_attn"][first]["kernel"]),
+                               np.asarray(plain_layer["self_attn"][first]["kernel"]) * scale[..., None], rtol=1e-6)
+    cfg = model.config
+    ids = np.random.RandomState(3).randint(3, cfg.vocab_size, (2, 10)).astype(np.int32)
+    mask = np.ones_like(ids)
+    mask[1, :3] = 0
+    valid = mask.astype(bool)
+    assert relative_error(np.asarray(folded(ids, mask))[valid], np.asarray(model(ids, mask))[valid]) < 1e-5
+    assert fold_norm_scales(folded.config, folded.params)[1] is folded.params
+    a = generate(model.config, model.params, ids, mask, max_new_tokens=5)
+    b = generate(folded.config, folded.params, ids, mask, max_new_tokens=5)
+    np.testing.assert_array_equal(np.asarray(a.tokens), np.asarray(b.tokens))
+
+
+def test_lora_refuses_a_base_with_folded_norms(tiny_dirs):
+    """A LoRA factor reads the scaled input, which a folded base no longer forms: init, forward and merge say so."""
+    from latentjax.lora import LoraConfig, init_lora, lora_apply, merge
+    from latentjax.parallel import rules as rules_lib
+
+    plain = latentjax.from_pretrained(tiny_dirs["llama31"])
+    folded = latentjax.from_pretrained(tiny_dirs["llama31"], folded_norms=True)
+    cfg = LoraConfig(rank=2, alpha=4.0)
+    with pytest.raises(ValueError, match="folded_norms=False"):
+        init_lora(folded.config, cfg, jax.random.key(0))
+    lora = rules_lib.unbox(init_lora(plain.config, cfg, jax.random.key(0)))
+    ids = jnp.zeros((1, 4), jnp.int32)
+    with pytest.raises(ValueError, match="folded_norms=False"):
+        lora_apply(folded.config, folded.params, lora, cfg, ids)
+    with pytest.raises(ValueError, match="folded_norms=False"):
+        merge(folded.params, lora, cfg, folded.config)

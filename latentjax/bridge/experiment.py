@@ -43,9 +43,10 @@ def task_from_config(config: ConfigDict):
 
 
 def frozen_load_options(model: ConfigDict) -> dict:
-    """How a config's frozen models are loaded: attention implementation and fused projections."""
+    """How a config's frozen models are loaded: attention implementation, fused projections, folded norm scales."""
     return dict(attention_impl=model.get("attention_impl", "auto"),
-                fused_projections=bool(model.get("fused_projections", False)))
+                fused_projections=bool(model.get("fused_projections", False)),
+                folded_norms=bool(model.get("folded_norms", False)))
 
 
 def load_models(config: ConfigDict, mesh: Mesh, rules) -> tuple[Any, Any]:

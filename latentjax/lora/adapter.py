@@ -54,6 +54,12 @@ def _fuse_parts(config: DecoderConfig, fused: str, parts: list) -> jax.Array:
     return fuse_qkv_columns(config, *parts) if fused == "qkv_proj" else fuse_gate_up_columns(*parts)
 
 
+def _check_base(folded_norms: bool) -> None:
+    if folded_norms:
+        raise ValueError("This base has its RMSNorm scales folded into its projections (folded_norms=True), but a "
+                         "LoRA factor reads the scaled input: load the base with folded_norms=False.")
+
+
 def _base_kernels(config: DecoderConfig) -> dict:
     """Abstract, logically annotated kernel of every layer projection: proj -> nn.LogicallyPartitioned([L, in, out]).
     The separate projections whether or not the base is fused: the adapter has one pair of factors per projection."""
@@ -67,6 +73,7 @@ def init_lora(model_config: DecoderConfig, lora_cfg: LoraConfig, rng: jax.Array)
     U(-1/sqrt(in), 1/sqrt(in)), and B = 0, so the adapter starts as the identity. Float32, boxed in
     `nn.LogicallyPartitioned` with names A: ("layers", <base in axis>, "lora_rank"), B: ("layers", "lora_rank",
     <base out axis>); `rules_lib.unbox` gives plain arrays."""
+    _check_base(model_config.folded_norms)
     kernels = _base_kernels(model_config)
     out: dict = {"layers": {}}
     for i, proj in enumerate(lora_cfg.targets):
@@ -188,6 +195,7 @@ def lora_apply(model_config: DecoderConfig, base_params: Any, lora_params: Any, 
     attention_mask, positions, inputs_embeds, cache, ...). Dropout runs when `deterministic=False` (needs `rng`).
     The base may be fused (`fused_projections=True`: one q/k/v and one gate/up matmul per layer); the adapter is
     the same. Pure and jittable; call inside `rules_lib.axis_rules(...)` as for the plain decoder."""
+    _check_base(model_config.folded_norms)
     lora_params = rules_lib.unbox(lora_params)
     stacked_layout = _group_fused if model_config.fused_projections else (lambda t: t)  # noqa: E731
     layout = stacked_layout if model_config.scan_layers else (lambda t: per_layer(stacked_layout(t)))  # noqa: E731
@@ -226,6 +234,7 @@ def merge(base_params: Any, lora_params: Any, lora_cfg: LoraConfig,
     out = dict(base_params)
     for name, layer_factors in factors.items():
         layer = out[name]
+        _check_base("input_layernorm" not in layer)  # a folded W holds diag(g) W: its update would need g
         deltas = {}  # (block, Dense name) -> the update of its kernel, float32
         for proj in targets:
             f = layer_factors[LAYER_PROJECTIONS[proj]][proj]

@@ -65,6 +65,10 @@ class DecoderConfig:
     # batch-1 decode step otherwise lowers the narrow k/v products to slow multiply-reduce kernels. Inference and
     # frozen models only (LoRA adapts the separate projections).
     fused_projections: bool = False
+    # True: each layer's two RMSNorm scales are multiplied into the input rows of the projections they feed (q/k/v,
+    # gate/up; see models.model.fold_norm_scales), so the norms only normalise: the same function, without a
+    # separate scale-multiply kernel per norm. Frozen models only (a LoRA factor reads the scaled input).
+    folded_norms: bool = False
 
     def replace(self, **kw) -> "DecoderConfig":
         return dataclasses.replace(self, **kw)

@@ -85,13 +85,16 @@ def _dense(features: int, names: tuple, use_bias: bool, cfg: DecoderConfig, name
 class RMSNorm(nn.Module):
     eps: float
     param_dtype: Any = jnp.float32
+    use_scale: bool = True  # False: the scale lives in the next projection's weights (`folded_norms`)
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
-        scale = self.param("scale", nn.with_logical_partitioning(nn.initializers.ones_init(), ("norm",)),
-                           (x.shape[-1],), self.param_dtype)
         xf = x.astype(jnp.float32)
         xf = xf * jax.lax.rsqrt(jnp.mean(xf * xf, axis=-1, keepdims=True) + self.eps)
+        if not self.use_scale:
+            return xf.astype(x.dtype)
+        scale = self.param("scale", nn.with_logical_partitioning(nn.initializers.ones_init(), ("norm",)),
+                           (x.shape[-1],), self.param_dtype)
         return scale.astype(x.dtype) * xf.astype(x.dtype)
 
 
@@ -220,12 +223,12 @@ class DecoderLayer(nn.Module):
     def __call__(self, carry, cos, sin, mask, cache_index, layer_id):
         x, cache_kv = carry
         cfg = self.config
-        pdt = jnp.dtype(cfg.param_dtype)
+        pdt, scaled = jnp.dtype(cfg.param_dtype), not cfg.folded_norms
         h, new_cache = Attention(cfg, name="self_attn")(
-            RMSNorm(cfg.rms_norm_eps, pdt, name="input_layernorm")(x), cos, sin, mask, cache_kv, cache_index,
+            RMSNorm(cfg.rms_norm_eps, pdt, scaled, name="input_layernorm")(x), cos, sin, mask, cache_kv, cache_index,
             layer_id)
         x = x + h
-        x = x + MLP(cfg, name="mlp")(RMSNorm(cfg.rms_norm_eps, pdt, name="post_attention_layernorm")(x))
+        x = x + MLP(cfg, name="mlp")(RMSNorm(cfg.rms_norm_eps, pdt, scaled, name="post_attention_layernorm")(x))
         x = nn.with_logical_constraint(x, ("batch", "length", "act_embed"))
         return (x, new_cache), (x if self.collect_hidden else None)
 

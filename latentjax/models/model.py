@@ -115,6 +115,38 @@ def fuse_projections(config: DecoderConfig, params: Any, mesh: Optional[Mesh] = 
     return fused, jax.jit(fuse, out_shardings=param_shardings(fused, mesh, rules))(params)
 
 
+def fold_norm_scales(config: DecoderConfig, params: Any, mesh: Optional[Mesh] = None,
+                     rules=rules_lib.DEFAULT_RULES) -> tuple[DecoderConfig, Any]:
+    """Each layer's RMSNorm scales multiplied into the input rows of the projections they feed (`folded_norms=True`;
+    stacked or per-layer, fused or separate projections): input_layernorm's into q/k/v, post_attention_layernorm's
+    into gate/up. (x_hat * g) @ W = x_hat @ (g[:, None] * W), so the function is the same; in bfloat16 the product
+    is rounded once in the weight instead of in the activation. The final norm keeps its scale (the LM head may be
+    tied to the embeddings). For frozen models: a LoRA factor on these projections would read the unscaled input.
+    A new set of buffers, sharded by the same rules."""
+    if config.folded_norms:
+        return config, params
+    folded = config.replace(folded_norms=True)
+    attn_names = ("qkv_proj",) if config.fused_projections else ("q_proj", "k_proj", "v_proj")
+    mlp_names = ("gate_up_proj",) if config.fused_projections else ("gate_proj", "up_proj")
+
+    def scaled(dense, g):  # kernel [..., in, out]; g [..., in] (a leading layer axis when stacked)
+        kernel = dense["kernel"]
+        return dict(dense, kernel=(kernel.astype(jnp.float32) * g.astype(jnp.float32)[..., None]).astype(kernel.dtype))
+
+    def layer(p):
+        p = dict(p)
+        g_attn, g_mlp = p.pop("input_layernorm")["scale"], p.pop("post_attention_layernorm")["scale"]
+        attn = {k: (scaled(v, g_attn) if k in attn_names else v) for k, v in p["self_attn"].items()}
+        mlp = {k: (scaled(v, g_mlp) if k in mlp_names else v) for k, v in p["mlp"].items()}
+        return dict(p, self_attn=attn, mlp=mlp)
+
+    def fold(p):
+        return {k: (layer(v) if k == "layers" or k.startswith("layers_") else v) for k, v in p.items()}
+
+    mesh = mesh or rules_lib.single_device_mesh()
+    return folded, jax.jit(fold, out_shardings=param_shardings(folded, mesh, rules))(params)
+
+
 @dataclasses.dataclass
 class LanguageModel:
     """A decoder with its parameters. Calling it returns float32 logits [batch, seq, vocab]."""
@@ -204,7 +236,8 @@ def from_pretrained(path: str, dtype: str = "float32", mesh: Optional[Mesh] = No
     """Load an HF Llama/Mistral folder. `dtype` is the compute dtype; parameters are stored in `param_dtype`
     (default: same as `dtype`). Extra keyword arguments override DecoderConfig fields (e.g. remat_policy; use
     scan_layers=False for generation-heavy work: per-layer weights, faster decoding, briefly twice the memory; and
-    fused_projections=True for frozen models: one q/k/v and one gate/up matmul per layer)."""
+    fused_projections=True and folded_norms=True for frozen models: one q/k/v and one gate/up matmul per layer,
+    norms without their scale multiply)."""
     if not os.path.isdir(path):
         raise FileNotFoundError(f"Model folder {path!r} does not exist.")
     config = load_hf_config(path, dtype=dtype, param_dtype=param_dtype or dtype, **config_overrides)
@@ -212,9 +245,9 @@ def from_pretrained(path: str, dtype: str = "float32", mesh: Optional[Mesh] = No
     from latentjax.parallel.mesh import check_model_fits_mesh
 
     check_model_fits_mesh(config, mesh, rules)
-    # Checkpoints load stacked and separate; scan_layers=False splits the layers and fused_projections=True joins the
-    # projections afterwards.
-    stacked = config.replace(scan_layers=True, fused_projections=False)
+    # Checkpoints load stacked and separate; scan_layers=False splits the layers, fused_projections=True joins the
+    # projections and folded_norms=True moves the norm scales into them afterwards.
+    stacked = config.replace(scan_layers=True, fused_projections=False, folded_norms=False)
     boxed = abstract_params(stacked)
     params = load_params(path, stacked, rules_lib.unbox(boxed), rules_lib.shardings_of(boxed, mesh, rules))
     loaded = stacked
@@ -222,5 +255,7 @@ def from_pretrained(path: str, dtype: str = "float32", mesh: Optional[Mesh] = No
         loaded, params = unstack_layers(loaded, params, mesh, rules)
     if config.fused_projections:
         loaded, params = fuse_projections(loaded, params, mesh, rules)
+    if config.folded_norms:
+        loaded, params = fold_norm_scales(loaded, params, mesh, rules)
     config = loaded
     return LanguageModel(config=config, params=params, mesh=mesh, rules=rules, path=path)
