@@ -136,7 +136,10 @@ def workloads(m: dict, rs) -> dict:
     sv, rv = sender_cfg.vocab_size - 256, m["receiver_cfg"].vocab_size - 256
     out = {}
 
-    bridge_step = suite.bridge_train_step(m)
+    from latentjax.train.step import command_buffer_options
+
+    # kernels launched one by one (no CUDA graphs), so that each is seen and named in the trace
+    bridge_step = suite.bridge_train_step(m, command_buffer_options(False))
 
     out["step_b64"] = (bridge_step(64, rs), 2)
     out["step_b8"] = (bridge_step(8, rs), 3)

@@ -9,8 +9,8 @@ boundaries, but are re-recorded when a step's buffers move, which is why
 training steps compile without them (`latentjax.train.step.command_buffer_options`). This script measures each
 variant the way the suite does (`suite.median_time`, one step waited for; `suite.loop_time`, 20 steps back to back)
 and prints one table, also written as $OUT/step_options.json. Variants (name=options):
-  off       no command buffers (the training loop's default)
-  default   XLA's default command-buffer types
+  off       no command buffers (the base configs' and LoRA's default)
+  default   XLA's default command-buffer types (the bridge and translator configs' default since session 13)
   nocudnn   command buffers without cuDNN's thunks (FUSION, CUBLAS, CUBLASLT, CUSTOM_CALL)
   fusion    fusions only
 --folded_variants runs variants again on frozen models whose layers' RMSNorm scales are folded into the q/k/v and

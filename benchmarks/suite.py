@@ -100,8 +100,8 @@ def _pair_models() -> dict:
 
     mesh, rules = rules_lib.single_device_mesh(), rules_lib.DEFAULT_RULES
     # cuDNN fused attention where it applies (training and prefill), XLA's for decode steps; the frozen models
-    # with fused q/k/v and gate/up projections (LATENTJAX_SUITE_FUSED=0: separate); LATENTJAX_SUITE_FOLD=1 also folds
-    # the layers' RMSNorm scales into those projections.
+    # with fused q/k/v and gate/up projections (LATENTJAX_SUITE_FUSED=0: separate) and the layers' RMSNorm scales
+    # folded into them (LATENTJAX_SUITE_FOLD=0: kept), as the bridge and translator configs load them.
     common = dict(dtype="bfloat16", param_dtype="bfloat16", attention_impl="auto")
     sender_shape, receiver_shape = shapes()
     sender_cfg, sender = unstack_layers(*_init(from_hf_dict(sender_shape, **common), 1, mesh, rules))
@@ -111,7 +111,7 @@ def _pair_models() -> dict:
     if os.environ.get("LATENTJAX_SUITE_FUSED", "1") == "1":  # one q/k/v and one gate/up matmul per layer ("0": separate)
         sender_cfg, sender = fuse_projections(sender_cfg, sender)
         receiver_cfg, receiver = fuse_projections(receiver_cfg, receiver)
-    if os.environ.get("LATENTJAX_SUITE_FOLD", "0") == "1":  # the layers' norm scales in the projections' weights
+    if os.environ.get("LATENTJAX_SUITE_FOLD", "1") == "1":  # the layers' norm scales in the projections' weights
         sender_cfg, sender = fold_norm_scales(sender_cfg, sender)
         receiver_cfg, receiver = fold_norm_scales(receiver_cfg, receiver)
     tap = SenderTap.make(sender_cfg, min(31, sender_cfg.num_layers - 1))
@@ -133,14 +133,18 @@ def _pair_models() -> dict:
 
 def decode_sender():
     """(config, params, mesh, rules) of the suite's sender as generation uses it: random bf16 weights of the 8B
-    shape, per-layer, fused projections, `auto` attention (for decode A/B scripts)."""
+    shape, per-layer, fused projections, folded norm scales (LATENTJAX_SUITE_FOLD=0: kept), `auto` attention (for
+    decode A/B scripts)."""
     from latentjax.models.config import from_hf_dict
-    from latentjax.models.model import fuse_projections, unstack_layers
+    from latentjax.models.model import fold_norm_scales, fuse_projections, unstack_layers
     from latentjax.parallel import rules as rules_lib
 
     mesh, rules = rules_lib.single_device_mesh(), rules_lib.DEFAULT_RULES
     cfg = from_hf_dict(shapes()[0], dtype="bfloat16", param_dtype="bfloat16", attention_impl="auto")
-    return (*fuse_projections(*unstack_layers(*_init(cfg, 1, mesh, rules))), mesh, rules)
+    cfg, params = fuse_projections(*unstack_layers(*_init(cfg, 1, mesh, rules)))
+    if os.environ.get("LATENTJAX_SUITE_FOLD", "1") == "1":
+        cfg, params = fold_norm_scales(cfg, params)
+    return cfg, params, mesh, rules
 
 
 def _init(cfg, seed, mesh, rules):
@@ -153,17 +157,17 @@ def _init(cfg, seed, mesh, rules):
 
 def bridge_train_step(m: dict, compiler_options: dict | str = "loop"):
     """one_step(batch, rs) -> a zero-argument function running one step on a random batch of that size: the
-    reference's bridge step shape (K=16, answer 32, sender prompt 128), compiled as the training loop does
-    (`train.xla_command_buffers` default) unless `compiler_options` are given. The batch is placed on the device
+    reference's bridge step shape (K=16, answer 32, sender prompt 128), compiled as the bridge configs' training
+    loop does (`train.xla_command_buffers`: FROZEN_PAIR_COMMAND_BUFFERS) unless `compiler_options` are given. The batch is placed on the device
     once, before any timing, as the reference creates its batch tensors on the GPU."""
     import jax
     import numpy as np
 
     from latentjax.bridge.batching import BATCH_AXES
-    from latentjax.train.step import command_buffer_options, make_train_step
+    from latentjax.train.step import FROZEN_PAIR_COMMAND_BUFFERS, command_buffer_options, make_train_step
 
     if compiler_options == "loop":
-        compiler_options = command_buffer_options()
+        compiler_options = command_buffer_options(FROZEN_PAIR_COMMAND_BUFFERS)
     step = make_train_step(m["model"].loss, m["optimizer"], m["mesh"], m["rules"], m["shardings"], BATCH_AXES, 1,
                            compiler_options=compiler_options)
     sv, rv = m["sender_cfg"].vocab_size - 256, m["receiver_cfg"].vocab_size - 256

@@ -69,7 +69,7 @@ def model_pair(sender="", receiver="", dtype="bfloat16") -> ConfigDict:
                            # frozen models: one q/k/v and one gate/up matmul per layer (models.model.fuse_projections)
                            fused_projections=True,
                            # and the layers' norm scales folded into those matmuls (models.model.fold_norm_scales)
-                           folded_norms=False))
+                           folded_norms=True))
 
 
 def decoder(vocab_size=256, hidden_size=64, intermediate_size=128, num_layers=2, num_heads=4, num_kv_heads=2,

@@ -116,8 +116,8 @@ def test_padded_evaluation_scores_equal_the_training_loss(run):
     from latentjax.bridge.prompt_tuning import PromptTunedModel, SoftPrompt
     from latentjax.models.config import load_hf_config
 
-    rcfg = load_hf_config(config.model.receiver.path, dtype="float32",
-                          fused_projections=config.model.fused_projections)  # the layout the run loaded
+    rcfg = load_hf_config(config.model.receiver.path, dtype="float32",  # the layout the run loaded
+                          fused_projections=config.model.fused_projections, folded_norms=config.model.folded_norms)
     tok = AutoTokenizer.from_pretrained(config.model.receiver.path)
     task = get_task("synthetic", filler_words=2)
     model = PromptTunedModel(SoftPrompt(3, rcfg.hidden_size, scale_init=0.5), rcfg)

@@ -14,6 +14,7 @@ from ml_collections import ConfigDict
 
 from configs import base
 from latentjax.bridge.baselines import baseline_section
+from latentjax.train.step import FROZEN_PAIR_COMMAND_BUFFERS
 
 SENDER = "meta-llama/Llama-3.1-8B-Instruct"  # an HF folder path is needed: override --config.model.sender.path
 RECEIVER = "mistralai/Mistral-7B-Instruct-v0.3"
@@ -74,7 +75,8 @@ def bridge_config(task: str, *, steps: int, batch_size: int, grad_accum: int, lr
     config.bridge = bridge_section(num_latents, output_scale)
     config.loss = ConfigDict(dict(diversity_weight=0.1))
     config.train = base.train(steps=int(variant.get("steps", steps)), batch_size=int(variant.get("batch", batch_size)),
-                              grad_accum=grad_accum, compute_dtype="")  # float32 bridge (reference: bf16)
+                              grad_accum=grad_accum, compute_dtype="",  # float32 bridge (reference: bf16)
+                              xla_command_buffers=FROZEN_PAIR_COMMAND_BUFFERS)
     config.optimizer = base.optimizer(lr=float(variant.get("lr", lr)), warmup_steps=0, decay="constant")
     config.data.shuffle_seed = config.seed
     config.eval = eval_section(num_samples, final_num_samples)

@@ -17,6 +17,7 @@ from ml_collections import ConfigDict
 
 from configs import base
 from configs.telepathy.common import parse_arg
+from latentjax.train.step import FROZEN_PAIR_COMMAND_BUFFERS
 
 LLAMA = "meta-llama/Llama-3.1-8B-Instruct"
 MISTRAL = "mistralai/Mistral-7B-Instruct-v0.3"
@@ -83,7 +84,7 @@ def translator_config(direction: str, *, kind="dit", mode="soft_plus_text", teac
     config.translator.positions = variant.get("positions", "shifted")
     config.loss = loss_section(**(loss or {}))
     config.train = base.train(steps=int(variant.get("steps", 2000)), batch_size=int(variant.get("batch", 2)),
-                              compute_dtype="bfloat16")
+                              compute_dtype="bfloat16", xla_command_buffers=FROZEN_PAIR_COMMAND_BUFFERS)
     config.optimizer = base.optimizer(lr=float(variant.get("lr", 3e-4)), warmup_steps=100,
                                       decay="cosine")  # decay: unverified
     config.data = base.data(name="gsm8k")

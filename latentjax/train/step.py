@@ -162,9 +162,12 @@ def make_train_step(loss_fn: Callable, optimizer: optax.GradientTransformation, 
 
 # The training loop's default (`train.xla_command_buffers`). Measured on an H100 (BUILD_NOTES, Performance): the
 # per-layer 8B LoRA step runs a steady 141 ms without GPU command buffers and 138-165 ms from step to step with them
-# (XLA re-records its CUDA graphs whenever the step's buffers move); the bridge step at batch 8 47.9 vs 52.2 ms,
-# at batch 64 the same; scanned LoRA steps 1-2% slower without them.
+# (XLA re-records its CUDA graphs whenever the step's buffers move); scanned LoRA steps 1-2% slower without them.
 TRAIN_COMMAND_BUFFERS = False
+# Steps that train a small module between two frozen models (telepathy bridge, translator configs): with command
+# buffers the 8B bridge step ran 46.5-46.8 vs 47.5-48.9 ms at batch 8 (45.8-45.9 vs 46.6-46.9 at the loop rate)
+# and 331 vs 336 ms at batch 64 (H100, session 13, same process; session 5's older stack had found them slower).
+FROZEN_PAIR_COMMAND_BUFFERS = True
 
 
 def command_buffer_options(enabled: bool = TRAIN_COMMAND_BUFFERS) -> Optional[dict]:
