@@ -94,8 +94,7 @@ def test_launcher_stops_everyone_when_one_process_fails():
 
 ALLGATHER = ("import sys; sys.path.insert(0, '.'); import numpy as np; from latentjax.parallel import distributed; "
              "assert distributed.initialize_from_env(); import jax; "
-             "from jax.experimental import multihost_utils as mu; "
-             "got = mu.process_allgather(np.array([jax.process_index()])); "
+             "got = distributed.allgather(np.array([jax.process_index()])); "
              # one write per line: both processes share the pipe, and print() writes in pieces that can interleave
              "sys.stdout.write(f'OK {jax.process_count()} {jax.device_count()} {got.ravel().tolist()}\\n'); "
              "sys.stdout.flush()")

@@ -48,9 +48,9 @@ def _host(x: Any) -> np.ndarray:
     """A whole array on this host: gathered across processes when it is not fully addressable (a collective:
     every process must call it)."""
     if isinstance(x, jax.Array) and not x.is_fully_addressable:
-        from jax.experimental import multihost_utils
+        from latentjax.parallel.distributed import to_host
 
-        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+        return to_host(x)
     return np.asarray(jax.device_get(x))
 
 

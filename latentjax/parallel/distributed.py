@@ -211,10 +211,34 @@ def process_rows(global_batch_size: int, mesh: Mesh, rules=rules_lib.DEFAULT_RUL
     return slice(lo, hi)
 
 
+def _gathered(x: jax.Array) -> np.ndarray:
+    """A global array, whole, on this host. Every local shard of the replicated copy is waited for, not only the
+    one read: `multihost_utils.process_allgather` returns once its first local shard is ready, and a process that
+    then exits while another local device is still in the gather can hang there, its peers gone (seen with
+    multi-process CPU (gloo) collectives: 1 run in ~15 under load)."""
+    if not isinstance(x.sharding, jax.sharding.NamedSharding):
+        from jax.experimental import multihost_utils
+
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    whole = jax.jit(lambda a: a, out_shardings=x.sharding.update(spec=jax.sharding.PartitionSpec()))(x)
+    return np.asarray(jax.block_until_ready(whole).addressable_data(0))
+
+
+def allgather(x: Any) -> np.ndarray:
+    """Every process's value of a host array (the same shape everywhere), stacked in process order: [processes,
+    ...]. Collective: all must call it."""
+    x = np.asarray(x)[None]
+    if jax.process_count() == 1:
+        return x
+    devices = np.array(jax.devices()).reshape(jax.process_count(), jax.local_device_count())
+    by_process = jax.sharding.NamedSharding(Mesh(devices, ("processes", "local")),
+                                            jax.sharding.PartitionSpec("processes"))
+    return _gathered(jax.make_array_from_process_local_data(by_process, x))
+
+
 def to_host(x: Any) -> Any:
     """Numpy copies of (possibly non-addressable) global arrays, on every process. Collective: all must call it."""
     if jax.process_count() == 1:
         return jax.tree.map(np.asarray, x)
-    from jax.experimental import multihost_utils
-
-    return multihost_utils.process_allgather(x, tiled=True)
+    return jax.tree.map(lambda a: _gathered(a) if isinstance(a, jax.Array) and not a.is_fully_addressable
+                        else np.asarray(a), x)

@@ -95,9 +95,9 @@ class PreemptionFlag:
             return self.flag
         if step % self.sync_every:
             return False
-        from jax.experimental import multihost_utils
+        from latentjax.parallel.distributed import allgather
 
-        return bool(np.any(multihost_utils.process_allgather(np.array([self.flag], np.int32))))
+        return bool(np.any(allgather(np.array([self.flag], np.int32))))
 
 
 def _say(is_main: bool, message: str) -> None:
