@@ -33,6 +33,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 TINY = os.environ.get("LATENTJAX_SUITE_TINY") == "1"  # CPU smoke test of the suite itself: small shapes
 
 
+def fold_norms() -> bool:
+    """Frozen models with the layers' norm scales folded into their projections (LATENTJAX_SUITE_FOLD=0: kept)."""
+    return os.environ.get("LATENTJAX_SUITE_FOLD", "1") == "1"
+
+
 def shapes():
     from latentjax.bridge.benchmark import LLAMA31_8B, MISTRAL_7B_V03
 
@@ -111,7 +116,7 @@ def _pair_models() -> dict:
     if os.environ.get("LATENTJAX_SUITE_FUSED", "1") == "1":  # one q/k/v and one gate/up matmul per layer ("0": separate)
         sender_cfg, sender = fuse_projections(sender_cfg, sender)
         receiver_cfg, receiver = fuse_projections(receiver_cfg, receiver)
-    if os.environ.get("LATENTJAX_SUITE_FOLD", "1") == "1":  # the layers' norm scales in the projections' weights
+    if fold_norms():
         sender_cfg, sender = fold_norm_scales(sender_cfg, sender)
         receiver_cfg, receiver = fold_norm_scales(receiver_cfg, receiver)
     tap = SenderTap.make(sender_cfg, min(31, sender_cfg.num_layers - 1))
@@ -142,7 +147,7 @@ def decode_sender():
     mesh, rules = rules_lib.single_device_mesh(), rules_lib.DEFAULT_RULES
     cfg = from_hf_dict(shapes()[0], dtype="bfloat16", param_dtype="bfloat16", attention_impl="auto")
     cfg, params = fuse_projections(*unstack_layers(*_init(cfg, 1, mesh, rules)))
-    if os.environ.get("LATENTJAX_SUITE_FOLD", "1") == "1":
+    if fold_norms():
         cfg, params = fold_norm_scales(cfg, params)
     return cfg, params, mesh, rules
 

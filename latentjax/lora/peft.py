@@ -47,11 +47,9 @@ def peft_key(entry: Entry, layer: int, factor: str) -> str:
 def _host(x: Any) -> np.ndarray:
     """A whole array on this host: gathered across processes when it is not fully addressable (a collective:
     every process must call it)."""
-    if isinstance(x, jax.Array) and not x.is_fully_addressable:
-        from latentjax.parallel.distributed import to_host
+    from latentjax.parallel.distributed import to_host
 
-        return to_host(x)
-    return np.asarray(jax.device_get(x))
+    return np.asarray(to_host(x))
 
 
 def peft_config_dict(lora_cfg: LoraConfig, targets: tuple, base_model_name_or_path: Optional[str] = None,

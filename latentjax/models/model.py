@@ -4,7 +4,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import jax
 import jax.numpy as jnp
@@ -77,6 +77,11 @@ def unstack_layers(config: DecoderConfig, params: Any, mesh: Optional[Mesh] = No
     return flat, jax.jit(lambda p: split_layers(p, config.num_layers), out_shardings=shardings)(params)
 
 
+def _map_layers(fn: Callable, params: Any) -> Any:
+    """`fn` applied to each layer's subtree (the stacked `layers` or every `layers_<i>`); the rest kept."""
+    return {k: (fn(v) if k == "layers" or k.startswith("layers_") else v) for k, v in params.items()}
+
+
 def fuse_qkv_columns(config: DecoderConfig, q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
     """The fused q/k/v projection's output columns from the separate ones (last axis of kernels, biases or
     activations): [.., kv head, its `group` query heads then its key then its value, head_dim] (the decoder's
@@ -108,11 +113,8 @@ def fuse_projections(config: DecoderConfig, params: Any, mesh: Optional[Mesh] = 
         mlp["gate_up_proj"] = {f: fuse_gate_up_columns(gate[f], up[f]) for f in gate}
         return dict(p, self_attn=attn, mlp=mlp)
 
-    def fuse(p):
-        return {k: (layer(v) if k == "layers" or k.startswith("layers_") else v) for k, v in p.items()}
-
     mesh = mesh or rules_lib.single_device_mesh()
-    return fused, jax.jit(fuse, out_shardings=param_shardings(fused, mesh, rules))(params)
+    return fused, jax.jit(lambda p: _map_layers(layer, p), out_shardings=param_shardings(fused, mesh, rules))(params)
 
 
 def fold_norm_scales(config: DecoderConfig, params: Any, mesh: Optional[Mesh] = None,
@@ -140,11 +142,8 @@ def fold_norm_scales(config: DecoderConfig, params: Any, mesh: Optional[Mesh] = 
         mlp = {k: (scaled(v, g_mlp) if k in mlp_names else v) for k, v in p["mlp"].items()}
         return dict(p, self_attn=attn, mlp=mlp)
 
-    def fold(p):
-        return {k: (layer(v) if k == "layers" or k.startswith("layers_") else v) for k, v in p.items()}
-
     mesh = mesh or rules_lib.single_device_mesh()
-    return folded, jax.jit(fold, out_shardings=param_shardings(folded, mesh, rules))(params)
+    return folded, jax.jit(lambda p: _map_layers(layer, p), out_shardings=param_shardings(folded, mesh, rules))(params)
 
 
 @dataclasses.dataclass

@@ -211,6 +211,10 @@ def process_rows(global_batch_size: int, mesh: Mesh, rules=rules_lib.DEFAULT_RUL
     return slice(lo, hi)
 
 
+def _identity(a):  # one function object, so repeated gathers (the preemption check) reuse its compilation
+    return a
+
+
 def _gathered(x: jax.Array) -> np.ndarray:
     """A global array, whole, on this host. Every local shard of the replicated copy is waited for, not only the
     one read: `multihost_utils.process_allgather` returns once its first local shard is ready, and a process that
@@ -220,7 +224,7 @@ def _gathered(x: jax.Array) -> np.ndarray:
         from jax.experimental import multihost_utils
 
         return np.asarray(multihost_utils.process_allgather(x, tiled=True))
-    whole = jax.jit(lambda a: a, out_shardings=x.sharding.update(spec=jax.sharding.PartitionSpec()))(x)
+    whole = jax.jit(_identity, out_shardings=x.sharding.update(spec=jax.sharding.PartitionSpec()))(x)
     return np.asarray(jax.block_until_ready(whole).addressable_data(0))
 
 
