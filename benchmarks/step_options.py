@@ -13,8 +13,12 @@ and prints one table, also written as $OUT/step_options.json. Variants (name=opt
   default   XLA's default command-buffer types (the bridge and translator configs' default since session 13)
   nocudnn   command buffers without cuDNN's thunks (FUSION, CUBLAS, CUBLASLT, CUSTOM_CALL)
   fusion    fusions only
+  xla64     XLA's default command buffers, and "auto" attention over fewer than 64 queries (the receiver's 48-token
+            rows) by XLA's implementation instead of cuDNN's (`decoder.AUTO_CUDNN_MIN_QUERIES`)
+  xlaall    XLA's default command buffers, all attention by XLA's implementation
 --folded_variants runs variants again on frozen models whose layers' RMSNorm scales are folded into the q/k/v and
-gate/up weights (`models.model.fold_norm_scales`: no separate scale-multiply kernel after each norm).
+gate/up weights (`models.model.fold_norm_scales`: no separate scale-multiply kernel after each norm);
+--deferred_variants on folded models that apply each norm's 1/rms to the projections' outputs (`deferred_norms`).
 LATENTJAX_SUITE_TINY=1 runs the suite's small shapes (a CPU check of the script).
 """
 from __future__ import annotations
@@ -32,7 +36,10 @@ VARIANTS = {
     "default": None,
     "nocudnn": {"xla_gpu_enable_command_buffer": "FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL"},
     "fusion": {"xla_gpu_enable_command_buffer": "FUSION"},
+    "xla64": None,
+    "xlaall": None,
 }
+CUDNN_MIN_QUERIES = {"xla64": 64, "xlaall": 1 << 30}  # decoder.AUTO_CUDNN_MIN_QUERIES while a variant is traced
 
 
 def main() -> None:
@@ -43,27 +50,36 @@ def main() -> None:
     parser.add_argument("--folded_variants", default="",
                         help="variants then run on frozen models rebuilt with their norm scales folded into the "
                              "projections (LATENTJAX_SUITE_FOLD=1), e.g. 'off'; empty: none")
+    parser.add_argument("--deferred_variants", default="",
+                        help="variants then run on folded models that apply each norm to the projections' outputs "
+                             "(LATENTJAX_SUITE_DEFER=1, `deferred_norms`); empty: none")
     args = parser.parse_args()
     import gc
 
     import numpy as np
 
-    plans = [("plain", args.variants.split(","))]
+    from latentjax.models import decoder
+
+    plans = [("plain", args.variants.split(","))] if args.variants else []
     if args.folded_variants:
         plans.append(("folded", args.folded_variants.split(",")))
+    if args.deferred_variants:
+        plans.append(("deferred", args.deferred_variants.split(",")))
     unknown = sorted({v for _, names in plans for v in names} - set(VARIANTS))
     if unknown:
         raise SystemExit(f"--variants: unknown {unknown}; choose from {sorted(VARIANTS)}.")
     os.makedirs(args.out, exist_ok=True)
     rs, rows = np.random.RandomState(0), []
     for models, names in plans:
-        os.environ["LATENTJAX_SUITE_FOLD"] = "1" if models == "folded" else "0"
+        os.environ["LATENTJAX_SUITE_FOLD"] = "0" if models == "plain" else "1"
+        os.environ["LATENTJAX_SUITE_DEFER"] = "1" if models == "deferred" else "0"
         m = suite._pair_models()
         for i, name in enumerate(names):
+            decoder.AUTO_CUDNN_MIN_QUERIES = CUDNN_MIN_QUERIES.get(name, 0)  # read when the step is traced
             one_step = suite.bridge_train_step(m, VARIANTS[name])
             for batch in map(int, args.batches.split(",")):
                 run = one_step(batch, rs)
-                row = {"variant": f"{'' if models == 'plain' else 'folded:'}{name}#{i}", "batch": batch}
+                row = {"variant": f"{'' if models == 'plain' else models + ':'}{name}#{i}", "batch": batch}
                 try:
                     row["step_ms"] = suite.median_time(run) * 1e3
                     row["loop_ms"] = suite.loop_time(run, 20) * 1e3

@@ -199,20 +199,26 @@ def test_attention_auto_picks_cudnn_only_where_it_applies(monkeypatch):
     assert decoder.attention_implementation("pallas", q(1), q(128), decoding=True) == "pallas"
     assert decoder.attention_implementation("pallas", q(64), q(128), decoding=True) == "cudnn"  # a prefill chunk
     assert decoder.attention_implementation("pallas", q(1), q(128)) == "xla"  # no cache: not a decode step
-    # "auto": the kernel where batch x kv heads < 128 (batches 1 and 8 of an 8-kv-head model, measured), XLA's above
+    # "auto": the kernel where batch x kv heads < 1024 (batches 1, 8 and 64 of an 8-kv-head model, measured), XLA's above
     assert decoder.attention_implementation("auto", q(1), q(128), decoding=True) == "pallas"
     rows = lambda b: jnp.zeros((b, 1, 32, 128), jnp.bfloat16)  # noqa: E731
     cache = lambda b: jnp.zeros((b, 128, 8, 128), jnp.bfloat16)  # noqa: E731
     assert decoder.attention_implementation("auto", rows(1), cache(1), decoding=True) == "pallas"
     assert decoder.attention_implementation("auto", rows(8), cache(8), decoding=True) == "pallas"
     assert decoder.attention_implementation("auto", rows(15), cache(15), decoding=True) == "pallas"
-    assert decoder.attention_implementation("auto", rows(16), cache(16), decoding=True) == "xla"
-    assert decoder.attention_implementation("auto", rows(64), cache(64), decoding=True) == "xla"
+    assert decoder.attention_implementation("auto", rows(64), cache(64), decoding=True) == "pallas"
+    assert decoder.attention_implementation("auto", rows(127), cache(127), decoding=True) == "pallas"
+    assert decoder.attention_implementation("auto", rows(128), cache(128), decoding=True) == "xla"
     assert decoder.attention_implementation("auto", q(1, jnp.float32), q(128, jnp.float32), decoding=True) == "xla"
     default = decoder.AUTO_DECODE_KERNEL_BELOW
     monkeypatch.setattr(decoder, "AUTO_DECODE_KERNEL_BELOW", 0)
     assert decoder.attention_implementation("auto", q(1), q(128), decoding=True) == "xla"
     monkeypatch.setattr(decoder, "AUTO_DECODE_KERNEL_BELOW", default)
+    # a floor on the query positions cuDNN takes (short rows to XLA's); an explicit "cudnn" still stands
+    monkeypatch.setattr(decoder, "AUTO_CUDNN_MIN_QUERIES", 64)
+    assert decoder.attention_implementation("auto", q(48), q(48)) == "xla"
+    assert decoder.attention_implementation("auto", q(64), q(64)) == "cudnn"
+    assert decoder.attention_implementation("cudnn", q(48), q(48)) == "cudnn"
     monkeypatch.setattr(jax, "device_count", lambda: 8)  # a custom kernel is not partitioned over a mesh
     assert decoder.attention_implementation("auto", q(1), q(128), decoding=True) == "xla"
 
