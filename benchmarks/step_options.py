@@ -17,8 +17,7 @@ and prints one table, also written as $OUT/step_options.json. Variants (name=opt
             rows) by XLA's implementation instead of cuDNN's (`decoder.AUTO_CUDNN_MIN_QUERIES`)
   xlaall    XLA's default command buffers, all attention by XLA's implementation
 --folded_variants runs variants again on frozen models whose layers' RMSNorm scales are folded into the q/k/v and
-gate/up weights (`models.model.fold_norm_scales`: no separate scale-multiply kernel after each norm);
---deferred_variants on folded models that apply each norm's 1/rms to the projections' outputs (`deferred_norms`).
+gate/up weights (`models.model.fold_norm_scales`: no separate scale-multiply kernel after each norm).
 LATENTJAX_SUITE_TINY=1 runs the suite's small shapes (a CPU check of the script).
 """
 from __future__ import annotations
@@ -50,9 +49,6 @@ def main() -> None:
     parser.add_argument("--folded_variants", default="",
                         help="variants then run on frozen models rebuilt with their norm scales folded into the "
                              "projections (LATENTJAX_SUITE_FOLD=1), e.g. 'off'; empty: none")
-    parser.add_argument("--deferred_variants", default="",
-                        help="variants then run on folded models that apply each norm to the projections' outputs "
-                             "(LATENTJAX_SUITE_DEFER=1, `deferred_norms`); empty: none")
     args = parser.parse_args()
     import gc
 
@@ -63,8 +59,6 @@ def main() -> None:
     plans = [("plain", args.variants.split(","))] if args.variants else []
     if args.folded_variants:
         plans.append(("folded", args.folded_variants.split(",")))
-    if args.deferred_variants:
-        plans.append(("deferred", args.deferred_variants.split(",")))
     unknown = sorted({v for _, names in plans for v in names} - set(VARIANTS))
     if unknown:
         raise SystemExit(f"--variants: unknown {unknown}; choose from {sorted(VARIANTS)}.")
@@ -72,7 +66,6 @@ def main() -> None:
     rs, rows = np.random.RandomState(0), []
     for models, names in plans:
         os.environ["LATENTJAX_SUITE_FOLD"] = "0" if models == "plain" else "1"
-        os.environ["LATENTJAX_SUITE_DEFER"] = "1" if models == "deferred" else "0"
         m = suite._pair_models()
         for i, name in enumerate(names):
             decoder.AUTO_CUDNN_MIN_QUERIES = CUDNN_MIN_QUERIES.get(name, 0)  # read when the step is traced

@@ -38,12 +38,6 @@ def fold_norms() -> bool:
     return os.environ.get("LATENTJAX_SUITE_FOLD", "1") == "1"
 
 
-def defer_norms() -> bool:
-    """Folded frozen models that also apply each norm to the projections' outputs (`deferred_norms`;
-    LATENTJAX_SUITE_DEFER=1)."""
-    return fold_norms() and os.environ.get("LATENTJAX_SUITE_DEFER", "0") == "1"
-
-
 def shapes():
     from latentjax.bridge.benchmark import LLAMA31_8B, MISTRAL_7B_V03
 
@@ -125,8 +119,6 @@ def _pair_models() -> dict:
     if fold_norms():
         sender_cfg, sender = fold_norm_scales(sender_cfg, sender)
         receiver_cfg, receiver = fold_norm_scales(receiver_cfg, receiver)
-    if defer_norms():
-        sender_cfg, receiver_cfg = (c.replace(deferred_norms=True) for c in (sender_cfg, receiver_cfg))
     tap = SenderTap.make(sender_cfg, min(31, sender_cfg.num_layers - 1))
     _, tapped = truncate_layers(sender_cfg, sender, tap.config.num_layers)
     tapped = {k: v for k, v in tapped.items() if k != "lm_head"}
@@ -157,7 +149,7 @@ def decode_sender():
     cfg, params = fuse_projections(*unstack_layers(*_init(cfg, 1, mesh, rules)))
     if fold_norms():
         cfg, params = fold_norm_scales(cfg, params)
-    return cfg.replace(deferred_norms=defer_norms()), params, mesh, rules
+    return cfg, params, mesh, rules
 
 
 def _init(cfg, seed, mesh, rules):

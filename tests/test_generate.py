@@ -311,33 +311,6 @@ def test_folded_norm_scales_give_the_same_logits_and_generation(tiny_dirs, varia
     np.testing.assert_array_equal(np.asarray(a.tokens), np.asarray(b.tokens))
 
 
-@pytest.mark.parametrize("variant,scan,fused", [("llama31", False, True), ("mistral_window", True, False)])
-def test_deferred_norms_give_the_same_logits_and_generation(tiny_dirs, variant, scan, fused):
-    """Each layer's norm applied to the q/k/v and gate/up outputs instead of their input (r (x W) for (r x) W):
-    the same float32 logits and greedy tokens as the plain model; a model with biased projections, or without its
-    scales folded, says what to change."""
-    from tests.conftest import relative_error
-
-    path = tiny_dirs[variant]
-    model = latentjax.from_pretrained(path, scan_layers=scan, fused_projections=fused)
-    deferred = latentjax.from_pretrained(path, scan_layers=scan, fused_projections=fused, folded_norms=True,
-                                         deferred_norms=True)
-    cfg = model.config
-    ids = np.random.RandomState(4).randint(3, cfg.vocab_size, (2, 10)).astype(np.int32)
-    mask = np.ones_like(ids)
-    mask[0, :4] = 0
-    valid = mask.astype(bool)
-    assert relative_error(np.asarray(deferred(ids, mask))[valid], np.asarray(model(ids, mask))[valid]) < 1e-5
-    a = generate(model.config, model.params, ids, mask, max_new_tokens=5)
-    b = generate(deferred.config, deferred.params, ids, mask, max_new_tokens=5)
-    np.testing.assert_array_equal(np.asarray(a.tokens), np.asarray(b.tokens))
-    with pytest.raises(ValueError, match="deferred_norms=True needs folded_norms=True"):
-        latentjax.from_pretrained(path, scan_layers=scan, fused_projections=fused, deferred_norms=True)(ids, mask)
-    biased = latentjax.from_pretrained(tiny_dirs["llama_bias"], folded_norms=True, deferred_norms=True)
-    with pytest.raises(ValueError, match="projections without biases"):
-        biased(ids % biased.config.vocab_size, mask)
-
-
 def test_lora_refuses_a_base_with_folded_norms(tiny_dirs):
     """A LoRA factor reads the scaled input, which a folded base no longer forms: init, forward and merge say so."""
     from latentjax.lora import LoraConfig, init_lora, lora_apply, merge

@@ -69,11 +69,6 @@ class DecoderConfig:
     # gate/up; see models.model.fold_norm_scales), so the norms only normalise: the same function, without a
     # separate scale-multiply kernel per norm. Frozen models only (a LoRA factor reads the scaled input).
     folded_norms: bool = False
-    # True (with folded_norms, projections without biases): each layer's norm is applied after the q/k/v and gate/up
-    # projections instead of before them, as the per-row factor 1/rms(x) on their outputs ((r x) W = r (x W)), so
-    # no normalised copy of x is written and read back: the sum of squares can fuse with the residual add that makes
-    # x, the factor with the projections' consumers (RoPE and the cache write, SwiGLU). Frozen models only.
-    deferred_norms: bool = False
 
     def replace(self, **kw) -> "DecoderConfig":
         return dataclasses.replace(self, **kw)

@@ -82,17 +82,6 @@ def _dense(features: int, names: tuple, use_bias: bool, cfg: DecoderConfig, name
         bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), names[-1:]), name=name)
 
 
-def rms_factor(x: Array, eps: float) -> Array:
-    """1 / rms(x) over the last axis, float32, keeping that axis (length 1): RMSNorm without its scale is x times this."""
-    xf = x.astype(jnp.float32)
-    return jax.lax.rsqrt(jnp.mean(xf * xf, axis=-1, keepdims=True) + eps)
-
-
-def _rescaled(y: Array, factor: Optional[Array]) -> Array:
-    """A projection's output times a deferred norm's per-row factor (`deferred_norms`); y itself without one."""
-    return y if factor is None else (y.astype(jnp.float32) * factor).astype(y.dtype)
-
-
 class RMSNorm(nn.Module):
     eps: float
     param_dtype: Any = jnp.float32
@@ -100,7 +89,8 @@ class RMSNorm(nn.Module):
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
-        xf = x.astype(jnp.float32) * rms_factor(x, self.eps)
+        xf = x.astype(jnp.float32)
+        xf = xf * jax.lax.rsqrt(jnp.mean(xf * xf, axis=-1, keepdims=True) + self.eps)
         if not self.use_scale:
             return xf.astype(x.dtype)
         scale = self.param("scale", nn.with_logical_partitioning(nn.initializers.ones_init(), ("norm",)),
@@ -124,20 +114,20 @@ def make_attention_mask(q_pos: Array, kv_pos: Array, kv_valid: Array, window: Op
 AUTO_DECODE_KERNEL_BELOW = 1024
 
 # "auto" sends attention over fewer query positions than this to XLA's implementation rather than cuDNN's. Each cuDNN
-# call also zeroes its output and workspace (all 445 memsets of the b8 bridge step, session 13's H100 profile), which
-# for the receiver's 48-token rows may cost more than XLA's few small fusions. 0 (the default until measured): cuDNN
-# at every length it supports.
+# call also zeroes its output and workspace (all 445 memsets of the b8 bridge step, session 13's H100 profile), but
+# XLA's attention for the receiver's 48-token rows made that step slower (48.0 vs 46.4-47.1 ms, session 14), so 0:
+# cuDNN at every length it supports. `benchmarks/step_options.py` variants xla64 and xlaall set it.
 AUTO_CUDNN_MIN_QUERIES = 0
 
 
 def attention_implementation(choice: str, q: Array, k: Array, decoding: bool = False) -> str:
     """The attention implementation for `choice` (xla | cudnn | pallas | auto): `jax.nn.dot_product_attention`'s
     "xla" or "cudnn", or "pallas" for `decode_attention`'s kernel. "auto" picks cuDNN's fused kernel where it applies
-    (a GPU, several query positions and at least AUTO_CUDNN_MIN_QUERIES of them, even lengths, head_dim <= 256 and a multiple of 8, bf16/fp16), the Pallas
-    kernel for a decode step on one GPU at a small batch (AUTO_DECODE_KERNEL_BELOW), and XLA's elsewhere; jax's
-    own default (implementation=None) is always XLA's. "pallas" sends every decode step (one query over a cache)
-    to the kernel, interpreted off a GPU, and the other steps where "auto" would; it is meant for one device (a
-    custom kernel is not partitioned over a mesh)."""
+    (a GPU, several query positions and at least AUTO_CUDNN_MIN_QUERIES of them, even lengths, head_dim <= 256 and
+    a multiple of 8, bf16/fp16), the Pallas kernel for a decode step on one GPU below a batch x kv heads of
+    AUTO_DECODE_KERNEL_BELOW, and XLA's elsewhere; jax's own default (implementation=None) is always XLA's.
+    "pallas" sends every decode step (one query over a cache) to the kernel, interpreted off a GPU, and the other
+    steps where "auto" would; it is meant for one device (a custom kernel is not partitioned over a mesh)."""
     if choice not in ("auto", "xla", "cudnn", "pallas"):
         raise ValueError(f"attention_impl must be one of xla, cudnn, pallas, auto; got {choice!r}.")
     t, s, h = q.shape[1], k.shape[1], q.shape[-1]
@@ -148,7 +138,8 @@ def attention_implementation(choice: str, q: Array, k: Array, decoding: bool = F
         return "pallas"
     if choice in ("xla", "cudnn"):
         return choice
-    fused = gpu and t > 1 and t >= AUTO_CUDNN_MIN_QUERIES and t % 2 == 0 and s % 2 == 0 and h <= 256 and h % 8 == 0 and half
+    fused = (gpu and t > 1 and t >= AUTO_CUDNN_MIN_QUERIES and t % 2 == 0 and s % 2 == 0 and h <= 256 and h % 8 == 0
+             and half)
     return "cudnn" if fused else "xla"
 
 
@@ -156,7 +147,7 @@ class Attention(nn.Module):
     config: DecoderConfig
 
     @nn.compact
-    def __call__(self, x, cos, sin, mask, cache_kv, cache_index, layer_id, norm_factor=None):
+    def __call__(self, x, cos, sin, mask, cache_kv, cache_index, layer_id):
         cfg = self.config
         b, t, _ = x.shape
         if cfg.fused_projections:
@@ -164,8 +155,7 @@ class Attention(nn.Module):
             # kv-head axis keeps each group's q/k/v on one device
             group = cfg.num_heads // cfg.num_kv_heads
             qkv = _dense(cfg.num_kv_heads * (group + 2) * cfg.head_dim, ("embed", "kv_heads"), cfg.attention_bias,
-                         cfg, "qkv_proj")(x)
-            qkv = _rescaled(qkv, norm_factor).reshape(b, t, cfg.num_kv_heads, group + 2, cfg.head_dim)
+                         cfg, "qkv_proj")(x).reshape(b, t, cfg.num_kv_heads, group + 2, cfg.head_dim)
             q = qkv[:, :, :, :group].reshape(b, t, cfg.num_heads, cfg.head_dim)  # head h uses kv head h // group
             k, v = qkv[:, :, :, group], qkv[:, :, :, group + 1]
             q, k, v = (checkpoint_name(a, "qkv") for a in (q, k, v))
@@ -173,7 +163,7 @@ class Attention(nn.Module):
             q = _dense(cfg.num_heads * cfg.head_dim, ("embed", "heads"), cfg.attention_bias, cfg, "q_proj")(x)
             k = _dense(cfg.num_kv_heads * cfg.head_dim, ("embed", "kv_heads"), cfg.attention_bias, cfg, "k_proj")(x)
             v = _dense(cfg.num_kv_heads * cfg.head_dim, ("embed", "kv_heads"), cfg.attention_bias, cfg, "v_proj")(x)
-            q, k, v = (checkpoint_name(_rescaled(a, norm_factor), "qkv") for a in (q, k, v))
+            q, k, v = (checkpoint_name(a, "qkv") for a in (q, k, v))
             q = q.reshape(b, t, cfg.num_heads, cfg.head_dim)
             k = k.reshape(b, t, cfg.num_kv_heads, cfg.head_dim)
             v = v.reshape(b, t, cfg.num_kv_heads, cfg.head_dim)
@@ -218,16 +208,15 @@ class MLP(nn.Module):
     config: DecoderConfig
 
     @nn.compact
-    def __call__(self, x, norm_factor=None):
+    def __call__(self, x):
         cfg = self.config
         if cfg.fused_projections:  # columns [mlp, (gate, up)]: sharding the mlp axis keeps each pair together
             gate_up = _dense(2 * cfg.intermediate_size, ("embed", "mlp"), cfg.mlp_bias, cfg, "gate_up_proj")(x)
-            gate_up = _rescaled(gate_up, norm_factor).reshape(gate_up.shape[:-1] + (cfg.intermediate_size, 2))
+            gate_up = gate_up.reshape(gate_up.shape[:-1] + (cfg.intermediate_size, 2))
             gate, up = gate_up[..., 0], gate_up[..., 1]
         else:
             gate = _dense(cfg.intermediate_size, ("embed", "mlp"), cfg.mlp_bias, cfg, "gate_proj")(x)
             up = _dense(cfg.intermediate_size, ("embed", "mlp"), cfg.mlp_bias, cfg, "up_proj")(x)
-            gate, up = _rescaled(gate, norm_factor), _rescaled(up, norm_factor)
         h = checkpoint_name(nn.silu(gate) * up, "mlp_in")
         h = nn.with_logical_constraint(h, ("batch", "length", "act_mlp"))
         out = _dense(cfg.hidden_size, ("mlp", "embed"), cfg.mlp_bias, cfg, "down_proj")(h)
@@ -243,20 +232,11 @@ class DecoderLayer(nn.Module):
         x, cache_kv = carry
         cfg = self.config
         pdt, scaled = jnp.dtype(cfg.param_dtype), not cfg.folded_norms
-        if cfg.deferred_norms:  # the norms' factors go to the projections' outputs; x feeds them as it is
-            if not cfg.folded_norms or cfg.attention_bias or cfg.mlp_bias:
-                raise ValueError("deferred_norms=True needs folded_norms=True and projections without biases (the "
-                                 "factor must multiply x @ W alone); set deferred_norms=False for this model.")
-            h, new_cache = Attention(cfg, name="self_attn")(x, cos, sin, mask, cache_kv, cache_index, layer_id,
-                                                            rms_factor(x, cfg.rms_norm_eps))
-            x = x + h
-            x = x + MLP(cfg, name="mlp")(x, rms_factor(x, cfg.rms_norm_eps))
-        else:
-            h, new_cache = Attention(cfg, name="self_attn")(
-                RMSNorm(cfg.rms_norm_eps, pdt, scaled, name="input_layernorm")(x), cos, sin, mask, cache_kv,
-                cache_index, layer_id)
-            x = x + h
-            x = x + MLP(cfg, name="mlp")(RMSNorm(cfg.rms_norm_eps, pdt, scaled, name="post_attention_layernorm")(x))
+        h, new_cache = Attention(cfg, name="self_attn")(
+            RMSNorm(cfg.rms_norm_eps, pdt, scaled, name="input_layernorm")(x), cos, sin, mask, cache_kv, cache_index,
+            layer_id)
+        x = x + h
+        x = x + MLP(cfg, name="mlp")(RMSNorm(cfg.rms_norm_eps, pdt, scaled, name="post_attention_layernorm")(x))
         x = nn.with_logical_constraint(x, ("batch", "length", "act_embed"))
         return (x, new_cache), (x if self.collect_hidden else None)
 

@@ -246,7 +246,7 @@ def from_pretrained(path: str, dtype: str = "float32", mesh: Optional[Mesh] = No
     check_model_fits_mesh(config, mesh, rules)
     # Checkpoints load stacked and separate; scan_layers=False splits the layers, fused_projections=True joins the
     # projections and folded_norms=True moves the norm scales into them afterwards.
-    stacked = config.replace(scan_layers=True, fused_projections=False, folded_norms=False, deferred_norms=False)
+    stacked = config.replace(scan_layers=True, fused_projections=False, folded_norms=False)
     boxed = abstract_params(stacked)
     params = load_params(path, stacked, rules_lib.unbox(boxed), rules_lib.shardings_of(boxed, mesh, rules))
     loaded = stacked
@@ -256,5 +256,5 @@ def from_pretrained(path: str, dtype: str = "float32", mesh: Optional[Mesh] = No
         loaded, params = fuse_projections(loaded, params, mesh, rules)
     if config.folded_norms:
         loaded, params = fold_norm_scales(loaded, params, mesh, rules)
-    config = loaded.replace(deferred_norms=config.deferred_norms)
+    config = loaded
     return LanguageModel(config=config, params=params, mesh=mesh, rules=rules, path=path)
