@@ -47,6 +47,24 @@ def test_kernel_equals_xla_attention_over_the_filled_slots(slots, filled, kv_hea
     np.testing.assert_allclose(np.asarray(out), np.asarray(ref), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("block_slots,splits", [(16, 3), (32, None), (128, 1)])
+def test_kernel_block_size_changes_nothing_but_speed(block_slots, splits):
+    """Other slot blocks per loop step (the launch options a sweep times): the same attention; a block that is not
+    a power of two of at least 16 is refused."""
+    rs = np.random.RandomState(block_slots)
+    q = jnp.asarray(rs.randn(3, 1, 8, 32), jnp.float32)
+    k, v = (rs.randn(3, 100, 2, 32).astype(np.float32) for _ in range(2))
+    allowed = np.arange(100)[None, :] >= np.array([[0], [40], [77]])
+    allowed[:, 83:] = False
+    ref = _xla(q, jnp.asarray(k), jnp.asarray(v), jnp.asarray(allowed))
+    k[:, 83:], v[:, 83:] = np.nan, np.nan
+    out = decode_attention(q, jnp.asarray(k), jnp.asarray(v), jnp.asarray(allowed), 83, interpret=True,
+                           splits=splits, block_slots=block_slots)
+    np.testing.assert_allclose(np.asarray(out), np.asarray(ref), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="block_slots must be a power of two"):
+        decode_attention(q, jnp.asarray(k), jnp.asarray(v), jnp.asarray(allowed), 83, interpret=True, block_slots=48)
+
+
 def test_kernel_in_bf16_is_as_close_to_float32_as_xla():
     rs = np.random.RandomState(3)
     q, k, v = (rs.randn(*s).astype(np.float32) for s in [(2, 1, 8, 64), (2, 96, 2, 64), (2, 96, 2, 64)])

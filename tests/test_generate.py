@@ -43,6 +43,29 @@ def test_stop_tokens_end_rows_and_pad_the_rest(tiny_dirs):
     assert (tokens[0, first + 1:] == -1).all() and tokens[0, first] == stop
 
 
+def test_without_stop_tokens_the_decode_loop_has_a_known_length(tiny_dirs):
+    """No row can stop early without stop tokens, so the loop's only condition is its counter: XLA then knows the
+    trip count and runs the loop without reading a predicate back to the host each step (a GPU's WhileThunk).
+    With stop tokens the loop keeps its all-rows-done exit."""
+    from latentjax.inference.generate import _generate, decoder_apply
+    from latentjax.inference.sampling import SamplingConfig as Sampling
+    from latentjax.parallel import rules as rules_lib
+
+    model = latentjax.from_pretrained(tiny_dirs["llama31"], scan_layers=False)  # no loop over layers
+    ids = jnp.ones((2, 5), jnp.int32)
+
+    def trip_counts(stops):
+        kwargs = dict(apply_fn=decoder_apply(model.config), config=model.config, max_new_tokens=7,
+                      sampling=Sampling(), stop_token_ids=stops, pad_token_id=0, rules=rules_lib.DEFAULT_RULES)
+        hlo = _generate.lower(model.params, ids, jnp.ones((2, 5), bool), None, jax.random.key(0),
+                              **kwargs).compile().as_text()
+        return [line.split('"known_trip_count":{"n":"')[1].split('"')[0] if "known_trip_count" in line else None
+                for line in hlo.splitlines() if " while(" in line]
+
+    assert trip_counts(()) == ["6"]  # max_new_tokens - 1 forwards
+    assert trip_counts((2,)) == [None]
+
+
 def test_generation_from_embeddings_equals_from_ids(tiny_dirs):
     model = latentjax.from_pretrained(tiny_dirs["mistral_nowindow"])
     ids, mask = left_padded(np.random.RandomState(12), [8, 8])

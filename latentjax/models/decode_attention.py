@@ -24,33 +24,35 @@ from jax.experimental.pallas import triton as plgpu
 
 BLOCK_SLOTS = 64  # slots per loop step: 64 x head_dim keys and values per kv head in flight
 TARGET_PROGRAMS = 128  # about one program per streaming multiprocessor (132 on an H100 or H200)
+NUM_WARPS, NUM_STAGES = 4, 2  # Triton's launch options (`benchmarks/decode_kernel_sweep.py` times others)
 
 
-def slot_splits(batch: int, kv_heads: int, slots: int) -> int:
+def slot_splits(batch: int, kv_heads: int, slots: int, block_slots: int = BLOCK_SLOTS) -> int:
     """How many ranges of slots each (row, kv head) is split over so that the grid fills the GPU: one at a large
     batch (b64 x 8 kv heads is already 512 programs), up to 16 at batch 1 (8 programs would leave most of an H100
     idle while a long cache streams through them)."""
     want = -(-TARGET_PROGRAMS // (batch * kv_heads))
-    return max(1, min(want, -(-slots // BLOCK_SLOTS)))
+    return max(1, min(want, -(-slots // block_slots)))
 
 
-def _kernel(q_ref, k_ref, v_ref, allowed_ref, filled_ref, *out_refs, slots: int, scale: float, span: int):
+def _kernel(q_ref, k_ref, v_ref, allowed_ref, filled_ref, *out_refs, slots: int, scale: float, span: int,
+            block: int):
     """One (row, kv head, slot range): an online softmax over the range's filled blocks. With one range the output
     is normalised here; with several, the partial sums and running maxima go out for `_combine`."""
     q = q_ref[...]  # [rows, head_dim]: this kv head's queries, zero rows below its group
     rows, head_dim = q.shape
     filled = jnp.minimum(filled_ref[()], slots)
     first = pl.program_id(2) * span  # in blocks
-    last = jnp.minimum(first + span, pl.cdiv(filled, BLOCK_SLOTS))
+    last = jnp.minimum(first + span, pl.cdiv(filled, block))
 
-    def body(block, carry):
+    def body(i, carry):
         acc, best, total = carry
-        idx = block * BLOCK_SLOTS + jnp.arange(BLOCK_SLOTS)
+        idx = i * block + jnp.arange(block)
         inside = idx < filled  # the empty slots of the last block are never read
-        cut = pl.ds(block * BLOCK_SLOTS, BLOCK_SLOTS)
+        cut = pl.ds(i * block, block)
         k = plgpu.load(k_ref.at[cut, :], mask=inside[:, None], other=0)
         ok = plgpu.load(allowed_ref.at[cut], mask=inside, other=0) != 0
-        s = plgpu.dot(q, k, trans_b=True).astype(jnp.float32) * scale  # [rows, BLOCK_SLOTS]
+        s = plgpu.dot(q, k, trans_b=True).astype(jnp.float32) * scale  # [rows, block]
         s = jnp.where(ok[None, :], s, -jnp.inf)
         new_best = jnp.maximum(best, jnp.max(s, axis=1))
         # rows that have seen no allowed key yet keep best = -inf; shifting by 0 there keeps exp finite
@@ -81,15 +83,17 @@ def _combine(acc, best, total):
     return num / jnp.maximum(jnp.sum(total * weight, axis=2), 1e-30)[..., None]
 
 
-@functools.partial(jax.jit, static_argnames=("interpret", "splits"))
-def decode_attention(q, k, v, allowed, filled, *, interpret: bool = False, splits: int | None = None):
+@functools.partial(jax.jit, static_argnames=("interpret", "splits", "block_slots", "num_warps", "num_stages"))
+def decode_attention(q, k, v, allowed, filled, *, interpret: bool = False, splits: int | None = None,
+                     block_slots: int = BLOCK_SLOTS, num_warps: int = NUM_WARPS, num_stages: int = NUM_STAGES):
     """Softmax attention of one query position over a KV cache.
 
     q: [batch, 1, heads, head_dim]; k, v: [batch, slots, kv_heads, head_dim] (head h reads kv head
     h // (heads // kv_heads)); allowed: [batch, slots] bool, the keys each row may attend to; filled: int32 scalar,
     every slot at or after it is empty for every row (never read). Scale 1/sqrt(head_dim). `splits` ranges of
-    slots per (row, kv head) run as separate programs and are merged after (default `slot_splits`). Returns
-    [batch, 1, heads, head_dim] in q's dtype.
+    slots per (row, kv head) run as separate programs and are merged after (default `slot_splits`);
+    `block_slots` slots (a power of two, at least 16) are read per loop step. Returns [batch, 1, heads, head_dim] in
+    q's dtype.
     """
     batch, t, heads, head_dim = q.shape
     slots, kv_heads = k.shape[1], k.shape[2]
@@ -98,8 +102,11 @@ def decode_attention(q, k, v, allowed, filled, *, interpret: bool = False, split
                          f"q {q.shape} and k {k.shape}.")
     group = heads // kv_heads
     rows = max(16, 1 << (group - 1).bit_length())
-    blocks = -(-slots // BLOCK_SLOTS)
-    splits = min(splits or slot_splits(batch, kv_heads, slots), blocks)
+    if block_slots < 16 or block_slots & (block_slots - 1):
+        raise ValueError(f"block_slots must be a power of two of at least 16 (a tensor-core dot's tile); got "
+                         f"{block_slots}.")
+    blocks = -(-slots // block_slots)
+    splits = min(splits or slot_splits(batch, kv_heads, slots, block_slots), blocks)
     span = -(-blocks // splits)
     splits = -(-blocks // span)  # no range left empty by the rounding
     qg = jnp.pad(q.reshape(batch, kv_heads, group, head_dim), ((0, 0), (0, 0), (0, rows - group), (0, 0)))
@@ -116,7 +123,7 @@ def decode_attention(q, k, v, allowed, filled, *, interpret: bool = False, split
         out_shape = [jax.ShapeDtypeStruct(part + (head_dim,), jnp.float32), jax.ShapeDtypeStruct(part, jnp.float32),
                      jax.ShapeDtypeStruct(part, jnp.float32)]
     out = pl.pallas_call(
-        functools.partial(_kernel, slots=slots, scale=1.0 / math.sqrt(head_dim), span=span),
+        functools.partial(_kernel, slots=slots, scale=1.0 / math.sqrt(head_dim), span=span, block=block_slots),
         grid=(batch, kv_heads, splits),
         in_specs=[
             pl.BlockSpec((None, None, rows, head_dim), lambda b, h, s: (b, h, 0, 0)),
@@ -127,7 +134,7 @@ def decode_attention(q, k, v, allowed, filled, *, interpret: bool = False, split
         ],
         out_specs=out_specs,
         out_shape=out_shape,
-        compiler_params=plgpu.CompilerParams(num_warps=4, num_stages=2),
+        compiler_params=plgpu.CompilerParams(num_warps=num_warps, num_stages=num_stages),
         interpret=interpret,
         name="decode_attention",
     )(qg, k, v, allowed.astype(jnp.int32), jnp.asarray(filled, jnp.int32))

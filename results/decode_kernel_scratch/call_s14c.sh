@@ -1,4 +1,5 @@
 #!/bin/bash
+# Ran on commit 8f50d1c (session 14); deferred_norms was reverted after it (da43587).
 # Session 14, deferred norms (~5 min warm): the b64 sample and b1 decode with the norms applied before the
 # projections (folded) or to their outputs (deferred_norms), alternating in one process; then the b8 bridge step
 # on folded and on deferred models (today's command buffers).

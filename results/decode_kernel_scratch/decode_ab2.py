@@ -1,4 +1,4 @@
-"""Scratch A/B (session 14): the suite's sender (random bf16 8B, per-layer, fused projections, folded norm scales)
+"""Scratch A/B (session 14; ran on commit 8f50d1c, deferred_norms reverted after it in da43587): the suite's sender (random bf16 8B, per-layer, fused projections, folded norm scales)
 with its norms applied before the projections (folded) or to their outputs (deferred_norms), same process,
 alternating: the b64 sample (64 new tokens, top-p 0.95; `auto` attention, i.e. the Pallas decode kernel from
 session 14) and b1 greedy decode (128-token prompt, 129 new tokens, as the suite). Every run is kept."""
