@@ -1,12 +1,15 @@
 """The Pallas decode-attention kernel alone, under several launch options, against XLA's attention: one table.
 
     python benchmarks/decode_kernel_sweep.py --out $OUT [--blocks 32,64,128] [--warps 4,8] [--stages 1,2,3]
+        [--masked 0,1]
 
 Session 14's profile of the b64 sample (H100) has the kernel at 14.3 us per layer and decode step, reading ~25 MB
 of filled cache slots (~1.8 TB/s of the 2.95 TB/s copy ceiling), so the launch options are worth a sweep. Each
 case runs the attention 200 times inside one jitted loop (each output is the next query: nothing is hoisted and no
 host dispatch is timed), at the 8B sender's decode shapes: 32 query heads over 8 kv heads of 128. Every option set
-is also checked against float32 attention before it is timed (the same bound as the GPU test). Cases:
+is also checked against float32 attention before it is timed (the same bound as the GPU test). `--masked 1`:
+the kernel reads and writes only each kv head's real query rows (`masked_rows`) instead of q padded to 16 rows
+before the call and the output sliced after it; the timed call includes that pad and slice. Cases:
 b64_sample (64 rows, 128 slots, 96 filled: the middle of the b64 sample), b64_full (128 filled), b8 (192 slots,
 160 filled), b1_long (4,096 slots, 3,000 filled). `--tiny` runs small shapes in Pallas' interpreter (a CPU check).
 """
@@ -29,6 +32,7 @@ def main() -> None:
     parser.add_argument("--blocks", default="32,64,128")
     parser.add_argument("--warps", default="4,8")
     parser.add_argument("--stages", default="1,2,3")
+    parser.add_argument("--masked", default="0,1")
     parser.add_argument("--reps", type=int, default=200)
     parser.add_argument("--tiny", action="store_true")
     args = parser.parse_args()
@@ -45,7 +49,7 @@ def main() -> None:
     cases = TINY_CASES if args.tiny else {c: CASES[c] for c in args.cases.split(",")}
     reps = 3 if args.tiny else args.reps
     options = [None] + list(itertools.product(*(map(int, a.split(",")) for a in (args.blocks, args.warps,
-                                                                                   args.stages))))
+                                                                                   args.stages, args.masked))))
     rows = []
     for case, (batch, slots, filled) in cases.items():
         rs = np.random.RandomState(batch + slots)
@@ -62,10 +66,10 @@ def main() -> None:
                 name = "xla"
                 attend = lambda q_: jax.nn.dot_product_attention(q_, k, v, mask=mask, implementation="xla")  # noqa: E731
             else:
-                name = "block{}_warps{}_stages{}".format(*opt)
+                name = "block{}_warps{}_stages{}".format(*opt) + ("_masked" if opt[3] else "")
                 attend = lambda q_, o=opt: decode_attention(  # noqa: E731
                     q_, k, v, allowed, filled, interpret=interpret, block_slots=o[0], num_warps=o[1],
-                    num_stages=o[2])
+                    num_stages=o[2], masked_rows=bool(o[3]))
             row = {"case": case, "impl": name}
             try:
                 out = np.asarray(attend(q), np.float32)

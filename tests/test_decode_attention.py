@@ -21,7 +21,8 @@ def _xla(q, k, v, allowed):
     (130, 97, 1, 3, 3),  # the last range is past `filled`: it must add nothing
     (200, 150, 2, 2, 4),  # ranges of one block each; one row's allowed keys all in the first range
     (70, 67, 2, 4, None)])  # the default split for this small grid
-def test_kernel_equals_xla_attention_over_the_filled_slots(slots, filled, kv_heads, group, splits):
+@pytest.mark.parametrize("masked_rows", [False, True])
+def test_kernel_equals_xla_attention_over_the_filled_slots(slots, filled, kv_heads, group, splits, masked_rows):
     rs = np.random.RandomState(slots)
     b, d = 4, 32
     q = jnp.asarray(rs.randn(b, 1, kv_heads * group, d), jnp.float32)
@@ -42,7 +43,7 @@ def test_kernel_equals_xla_attention_over_the_filled_slots(slots, filled, kv_hea
     # slots at or after `filled` are empty for every row: the kernel must not read them
     k[:, filled:], v[:, filled:] = np.nan, np.nan
     out = decode_attention(q, jnp.asarray(k), jnp.asarray(v), jnp.asarray(allowed), filled, interpret=True,
-                           splits=splits)
+                           splits=splits, masked_rows=masked_rows)
     assert out.shape == q.shape and out.dtype == q.dtype
     np.testing.assert_allclose(np.asarray(out), np.asarray(ref), rtol=1e-5, atol=1e-5)
 
@@ -111,9 +112,10 @@ def test_generation_through_the_kernel_equals_xla_attention(tiny_dirs, variant, 
 
 
 @pytest.mark.skipif(jax.default_backend() != "gpu", reason="the Triton-compiled kernel needs a GPU")
-@pytest.mark.parametrize("batch,slots,filled,splits", [(1, 257, 200, None), (1, 257, 200, 1), (8, 192, 150, None),
-                                                       (64, 130, 130, None), (2, 4096, 3001, None)])
-def test_compiled_kernel_on_a_gpu_is_as_close_to_float32_as_xla(batch, slots, filled, splits):
+@pytest.mark.parametrize("batch,slots,filled,splits,masked_rows", [
+    (1, 257, 200, None, False), (1, 257, 200, 1, False), (8, 192, 150, None, False), (64, 130, 130, None, False),
+    (2, 4096, 3001, None, False), (64, 130, 130, None, True), (1, 257, 200, 1, True)])
+def test_compiled_kernel_on_a_gpu_is_as_close_to_float32_as_xla(batch, slots, filled, splits, masked_rows):
     """The interpreter checks the algorithm; this checks Triton's lowering, at the 8B models' decode shapes."""
     rs = np.random.RandomState(batch + slots)
     q, k, v = (rs.randn(*s).astype(np.float32) for s in [(batch, 1, 32, 128), (batch, slots, 8, 128),
@@ -127,7 +129,8 @@ def test_compiled_kernel_on_a_gpu_is_as_close_to_float32_as_xla(batch, slots, fi
         exact = np.asarray(jax.nn.dot_product_attention(*(jnp.asarray(a) for a in (q, k, v)), mask=mask))
     half = [jnp.asarray(a, jnp.bfloat16) for a in (q, k, v)]
     holes = [h.at[:, filled:].set(jnp.nan) for h in half[1:]]  # the empty slots must never be read
-    ours = np.asarray(decode_attention(half[0], *holes, jnp.asarray(allowed), filled, splits=splits), np.float32)
+    ours = np.asarray(decode_attention(half[0], *holes, jnp.asarray(allowed), filled, splits=splits,
+                                       masked_rows=masked_rows), np.float32)
     xla = np.asarray(jax.nn.dot_product_attention(*half, mask=mask, implementation="xla"), np.float32)
     err = lambda a: np.max(np.abs(a - exact)) / np.max(np.abs(exact))  # noqa: E731
     assert np.isfinite(ours).all() and err(ours) < 2e-2 and err(ours) < 2 * err(xla) + 1e-3

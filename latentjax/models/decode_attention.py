@@ -25,6 +25,9 @@ from jax.experimental.pallas import triton as plgpu
 BLOCK_SLOTS = 64  # slots per loop step: 64 x head_dim keys and values per kv head in flight
 TARGET_PROGRAMS = 128  # about one program per streaming multiprocessor (132 on an H100 or H200)
 NUM_WARPS, NUM_STAGES = 4, 2  # Triton's launch options (`benchmarks/decode_kernel_sweep.py` times others)
+# Off until timed on a GPU (session 14's b64 profile: the pad of q, fused with its RoPE, 3.0 us a layer and step, and
+# a 2.1-us slice kernel, likely the output's, before the o projection's GEMM; the sweep times both forms).
+MASKED_ROWS = False
 
 
 def slot_splits(batch: int, kv_heads: int, slots: int, block_slots: int = BLOCK_SLOTS) -> int:
@@ -36,11 +39,16 @@ def slot_splits(batch: int, kv_heads: int, slots: int, block_slots: int = BLOCK_
 
 
 def _kernel(q_ref, k_ref, v_ref, allowed_ref, filled_ref, *out_refs, slots: int, scale: float, span: int,
-            block: int):
+            block: int, rows: int, group: int, masked: bool):
     """One (row, kv head, slot range): an online softmax over the range's filled blocks. With one range the output
-    is normalised here; with several, the partial sums and running maxima go out for `_combine`."""
-    q = q_ref[...]  # [rows, head_dim]: this kv head's queries, zero rows below its group
-    rows, head_dim = q.shape
+    is normalised here; with several, the partial sums and running maxima go out for `_combine`. When q holds only
+    the `group` real query rows (fewer than the dot's `rows`), they are read and the output written under a mask."""
+    real = (jnp.arange(rows) < group)[:, None]
+    if masked:  # q's block reaches past this kv head's `group` query rows: read those only
+        q = plgpu.load(q_ref.at[pl.ds(0, rows), :], mask=real, other=0)
+    else:  # padded outside: zero rows below the group
+        q = q_ref[...]
+    head_dim = q.shape[1]
     filled = jnp.minimum(filled_ref[()], slots)
     first = pl.program_id(2) * span  # in blocks
     last = jnp.minimum(first + span, pl.cdiv(filled, block))
@@ -69,7 +77,11 @@ def _kernel(q_ref, k_ref, v_ref, allowed_ref, filled_ref, *out_refs, slots: int,
     if len(out_refs) == 1:
         # a row with no allowed key returns zeros (XLA's attention would average every value; decode rows always
         # allow their own key)
-        out_refs[0][...] = (acc / jnp.maximum(total, 1e-30)[:, None]).astype(out_refs[0].dtype)
+        out = (acc / jnp.maximum(total, 1e-30)[:, None]).astype(out_refs[0].dtype)
+        if masked:
+            plgpu.store(out_refs[0].at[pl.ds(0, rows), :], out, mask=real)
+        else:
+            out_refs[0][...] = out
     else:
         acc_ref, best_ref, total_ref = out_refs
         acc_ref[...], best_ref[...], total_ref[...] = acc, best, total
@@ -83,17 +95,22 @@ def _combine(acc, best, total):
     return num / jnp.maximum(jnp.sum(total * weight, axis=2), 1e-30)[..., None]
 
 
-@functools.partial(jax.jit, static_argnames=("interpret", "splits", "block_slots", "num_warps", "num_stages"))
+@functools.partial(jax.jit, static_argnames=("interpret", "splits", "block_slots", "num_warps", "num_stages",
+                                             "masked_rows"))
 def decode_attention(q, k, v, allowed, filled, *, interpret: bool = False, splits: int | None = None,
-                     block_slots: int = BLOCK_SLOTS, num_warps: int = NUM_WARPS, num_stages: int = NUM_STAGES):
+                     block_slots: int = BLOCK_SLOTS, num_warps: int = NUM_WARPS, num_stages: int = NUM_STAGES,
+                     masked_rows: bool | None = None):
     """Softmax attention of one query position over a KV cache.
 
     q: [batch, 1, heads, head_dim]; k, v: [batch, slots, kv_heads, head_dim] (head h reads kv head
     h // (heads // kv_heads)); allowed: [batch, slots] bool, the keys each row may attend to; filled: int32 scalar,
     every slot at or after it is empty for every row (never read). Scale 1/sqrt(head_dim). `splits` ranges of
     slots per (row, kv head) run as separate programs and are merged after (default `slot_splits`);
-    `block_slots` slots (a power of two, at least 16) are read per loop step. Returns [batch, 1, heads, head_dim] in
-    q's dtype.
+    `block_slots` slots (a power of two, at least 16) are read per loop step. A kv head's queries take the 16 rows
+    a tensor-core dot needs: `masked_rows` reads the real ones and writes their outputs under a mask, else q is
+    padded before the call and the output sliced after it (two more kernels in a decode step, ~5 us at b64);
+    None: MASKED_ROWS.
+    Returns [batch, 1, heads, head_dim] in q's dtype.
     """
     batch, t, heads, head_dim = q.shape
     slots, kv_heads = k.shape[1], k.shape[2]
@@ -109,21 +126,25 @@ def decode_attention(q, k, v, allowed, filled, *, interpret: bool = False, split
     splits = min(splits or slot_splits(batch, kv_heads, slots, block_slots), blocks)
     span = -(-blocks // splits)
     splits = -(-blocks // span)  # no range left empty by the rounding
-    qg = jnp.pad(q.reshape(batch, kv_heads, group, head_dim), ((0, 0), (0, 0), (0, rows - group), (0, 0)))
+    masked = (MASKED_ROWS if masked_rows is None else masked_rows) and rows > group
+    qg = q.reshape(batch, kv_heads, group, head_dim)
+    if rows > group and not masked:
+        qg = jnp.pad(qg, ((0, 0), (0, 0), (0, rows - group), (0, 0)))
 
     def cell(*shape):  # one program's own slice of a [batch, kv_heads, splits, *shape] output
         return pl.BlockSpec((None, None, None) + shape, lambda b, h, s: (b, h, s) + (0,) * len(shape))
 
     if splits == 1:
         out_specs = pl.BlockSpec((None, None, rows, head_dim), lambda b, h, s: (b, h, 0, 0))
-        out_shape = jax.ShapeDtypeStruct((batch, kv_heads, rows, head_dim), q.dtype)
+        out_shape = jax.ShapeDtypeStruct((batch, kv_heads, group if masked else rows, head_dim), q.dtype)
     else:
         out_specs = [cell(rows, head_dim), cell(rows), cell(rows)]
         part = (batch, kv_heads, splits, rows)
         out_shape = [jax.ShapeDtypeStruct(part + (head_dim,), jnp.float32), jax.ShapeDtypeStruct(part, jnp.float32),
                      jax.ShapeDtypeStruct(part, jnp.float32)]
     out = pl.pallas_call(
-        functools.partial(_kernel, slots=slots, scale=1.0 / math.sqrt(head_dim), span=span, block=block_slots),
+        functools.partial(_kernel, slots=slots, scale=1.0 / math.sqrt(head_dim), span=span, block=block_slots,
+                          rows=rows, group=group, masked=masked),
         grid=(batch, kv_heads, splits),
         in_specs=[
             pl.BlockSpec((None, None, rows, head_dim), lambda b, h, s: (b, h, 0, 0)),
