@@ -152,6 +152,21 @@ def decode_sender():
     return cfg, params, mesh, rules
 
 
+def decode_ab_inputs():
+    """What the decode A/B scripts share: `decode_sender()`, the b64 sample's 64 prompts of 64 tokens and the b1
+    decode's 128-token prompt (random ids, seed 0), and the sample's sampling (temperature 1, top-p 0.95)."""
+    import jax.numpy as jnp
+    import numpy as np
+
+    from latentjax.inference.sampling import SamplingConfig
+
+    cfg, params, mesh, rules = decode_sender()
+    rs = np.random.RandomState(0)
+    prompts = jnp.asarray(rs.randint(0, cfg.vocab_size - 256, (64, 64)), jnp.int32)
+    prompt1 = jnp.asarray(rs.randint(0, cfg.vocab_size - 256, (1, 128)), jnp.int32)
+    return cfg, params, mesh, rules, prompts, prompt1, SamplingConfig(temperature=1.0, top_p=0.95)
+
+
 def _init(cfg, seed, mesh, rules):
     import jax
 

@@ -5,15 +5,10 @@ process, on the suite's sender: the b64 sample and b1 greedy decode. The tokens 
 import json, os, sys, time
 sys.path.insert(0, "benchmarks")
 import suite
-import jax, jax.numpy as jnp, numpy as np
+import jax, numpy as np
 from latentjax.inference.generate import generate
-from latentjax.inference.sampling import SamplingConfig
 
-cfg, params, mesh, rules = suite.decode_sender()
-rs = np.random.RandomState(0)
-prompts = jnp.asarray(rs.randint(0, cfg.vocab_size - 256, (64, 64)), jnp.int32)
-prompt1 = jnp.asarray(rs.randint(0, cfg.vocab_size - 256, (1, 128)), jnp.int32)
-hot = SamplingConfig(temperature=1.0, top_p=0.95)
+cfg, params, mesh, rules, prompts, prompt1, hot = suite.decode_ab_inputs()
 rows, toks = [], {}
 for i, name in enumerate(["known", "predicate", "known", "predicate"]):
     stops = () if name == "known" else (cfg.vocab_size,)
