@@ -64,7 +64,8 @@ def main() -> None:
         for opt in options:
             if opt is None:
                 name = "xla"
-                attend = lambda q_: jax.nn.dot_product_attention(q_, k, v, mask=mask, implementation="xla")  # noqa: E731
+                attend = lambda q_: jax.nn.dot_product_attention(  # noqa: E731
+                    q_, k, v, mask=mask, implementation="xla")
             else:
                 name = "block{}_warps{}_stages{}".format(*opt) + ("_masked" if opt[3] else "")
                 attend = lambda q_, o=opt: decode_attention(  # noqa: E731

@@ -199,7 +199,8 @@ def test_attention_auto_picks_cudnn_only_where_it_applies(monkeypatch):
     assert decoder.attention_implementation("pallas", q(1), q(128), decoding=True) == "pallas"
     assert decoder.attention_implementation("pallas", q(64), q(128), decoding=True) == "cudnn"  # a prefill chunk
     assert decoder.attention_implementation("pallas", q(1), q(128)) == "xla"  # no cache: not a decode step
-    # "auto": the kernel where batch x kv heads < 1024 (batches 1, 8 and 64 of an 8-kv-head model, measured), XLA's above
+    # "auto": the kernel where batch x kv heads < 1024 (batches 1, 8 and 64 of an 8-kv-head model measured), XLA's
+    # above
     assert decoder.attention_implementation("auto", q(1), q(128), decoding=True) == "pallas"
     rows = lambda b: jnp.zeros((b, 1, 32, 128), jnp.bfloat16)  # noqa: E731
     cache = lambda b: jnp.zeros((b, 128, 8, 128), jnp.bfloat16)  # noqa: E731

@@ -82,10 +82,14 @@ def _generate_body(params, input_ids, attention_mask, inputs_embeds, rng, *, app
         # The loop runs the model after each token but the last: token max_new_tokens - 1 needs no forward after it.
         tokens = jnp.full((batch, max_new_tokens), pad_token_id, jnp.int32)
         state = (jnp.zeros((), jnp.int32), out.cache, out.logits[:, -1], jnp.zeros((batch,), bool), tokens, rng)
-        if stop_token_ids:  # stop once every row has stopped: the GPU hands the predicate to the host every step
-            state = jax.lax.while_loop(lambda s: (s[0] < max_new_tokens - 1) & ~jnp.all(s[3]), body, state)
-        else:  # no row can stop early: a loop of known length, which XLA runs without reading a predicate back
-            state = jax.lax.while_loop(lambda s: s[0] < max_new_tokens - 1, body, state)
+        # With stop tokens the loop ends once every row has stopped (the GPU hands that predicate to the host every
+        # step); without them no row can stop early, and the counter alone gives a loop of known length, which XLA
+        # runs without reading a predicate back.
+        if stop_token_ids:
+            cond = lambda s: (s[0] < max_new_tokens - 1) & ~jnp.all(s[3])  # noqa: E731
+        else:
+            cond = lambda s: s[0] < max_new_tokens - 1  # noqa: E731
+        state = jax.lax.while_loop(cond, body, state)
         i, _, logits, done, tokens, rng = state
         tokens = choose(i, logits, done, tokens, rng)[2]  # all rows done: writes pad where pad already is
     is_stop = jnp.isin(tokens, stops)

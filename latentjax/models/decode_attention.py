@@ -43,7 +43,7 @@ def _kernel(q_ref, k_ref, v_ref, allowed_ref, filled_ref, *out_refs, slots: int,
     """One (row, kv head, slot range): an online softmax over the range's filled blocks. With one range the output
     is normalised here; with several, the partial sums and running maxima go out for `_combine`. When q holds only
     the `group` real query rows (fewer than the dot's `rows`), they are read and the output written under a mask."""
-    real = (jnp.arange(rows) < group)[:, None]
+    real = (jnp.arange(rows) < group)[:, None] if masked else None
     if masked:  # q's block reaches past this kv head's `group` query rows: read those only
         q = plgpu.load(q_ref.at[pl.ds(0, rows), :], mask=real, other=0)
     else:  # padded outside: zero rows below the group
